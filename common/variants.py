@@ -1,0 +1,157 @@
+"""The six well-known AlexNets as data: layers in order, the rule each follows, and where it comes from."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .layers import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, Layer, LRN, MaxPool,
+                     ReLU)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    color_order: str  # RGB | BGR
+    pixel_range: float  # 1.0: pixels in [0, 1]; 255.0: pixels in [0, 255]
+    mean: tuple[float, float, float]  # in color_order, in pixel_range units
+    std: tuple[float, float, float]
+    resize: int  # short side before the crop
+    crop: int
+    source: str
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    title: str
+    input_size: int
+    num_classes: int
+    layers: tuple[Layer, ...]
+    preprocessing: Preprocessing
+    source: str
+    notes: tuple[str, ...] = ()
+
+
+N = Init("normal", 0.01)
+ZERO, ONE, TENTH = Init("constant", 0.0), Init("constant", 1.0), Init("constant", 0.1)
+TORCH_DEFAULT = Init("fan_in_uniform")
+
+
+def _conv_block(i, out, kernel, stride, pad, groups, w, b, rounding="floor"):
+    return (Conv(f"conv{i}", out_channels=out, kernel=kernel, stride=stride, pad=pad, groups=groups,
+                 rounding=rounding, weight_init=w, bias_init=b), ReLU(f"relu{i}"))
+
+
+def _fc(i, out, w, b, relu=True):
+    return (Dense(f"fc{i}", out_features=out, weight_init=w, bias_init=b),) + ((ReLU(f"relu{i}"),) if relu else ())
+
+
+def _classifier(num_classes, fc67_w, fc67_b, fc8_w, fc8_b, dropout_first):
+    """fc6-fc8. Dropout on the *outputs* of fc6/fc7 (paper, Caffe) or on their *inputs* (torchvision)."""
+    if dropout_first:
+        return (Flatten("flatten"), Dropout("drop6"), *_fc(6, 4096, fc67_w, fc67_b), Dropout("drop7"),
+                *_fc(7, 4096, fc67_w, fc67_b), *_fc(8, num_classes, fc8_w, fc8_b, relu=False))
+    return (Flatten("flatten"), *_fc(6, 4096, fc67_w, fc67_b), Dropout("drop6"),
+            *_fc(7, 4096, fc67_w, fc67_b), Dropout("drop7"), *_fc(8, num_classes, fc8_w, fc8_b, relu=False))
+
+
+def _two_column(lrn: LRN, conv_bias: Init, conv1_rounding: str, pool_rounding: str, pool_then_norm: bool,
+                groups: int = 2):
+    """conv1-pool5 of the 96-256-384-384-256 net; groups=2 is the paper's two GPU columns."""
+    def norm(i):
+        return LRN(f"norm{i}", size=lrn.size, alpha=lrn.alpha, beta=lrn.beta, k=lrn.k, alpha_over_n=lrn.alpha_over_n)
+
+    def pool(i):
+        return MaxPool(f"pool{i}", kernel=3, stride=2, rounding=pool_rounding)
+
+    def norm_pool(i):
+        return (pool(i), norm(i)) if pool_then_norm else (norm(i), pool(i))
+
+    return (*_conv_block(1, 96, 11, 4, 0, 1, N, ZERO, rounding=conv1_rounding), *norm_pool(1),
+            *_conv_block(2, 256, 5, 1, 2, groups, N, conv_bias), *norm_pool(2),
+            *_conv_block(3, 384, 3, 1, 1, 1, N, ZERO),
+            *_conv_block(4, 384, 3, 1, 1, groups, N, conv_bias),
+            *_conv_block(5, 256, 3, 1, 1, groups, N, conv_bias), pool(5))
+
+
+IMAGENET_RGB_01 = dict(color_order="RGB", pixel_range=1.0, mean=(0.485, 0.456, 0.406),
+                       std=(0.229, 0.224, 0.225))
+CAFFE_BGR_255 = dict(color_order="BGR", pixel_range=255.0, mean=(104.00699, 116.66877, 122.67891),
+                     std=(1.0, 1.0, 1.0))
+VGG_RGB_255 = dict(color_order="RGB", pixel_range=255.0, mean=(123.68, 116.78, 103.94), std=(1.0, 1.0, 1.0))
+
+PAPER_LRN = LRN("norm", size=5, alpha=1e-4, beta=0.75, k=2.0, alpha_over_n=False)
+CAFFE_LRN = LRN("norm", size=5, alpha=1e-4, beta=0.75, k=1.0, alpha_over_n=True)
+TORCH_LRN = LRN("norm", size=5, alpha=1e-4, beta=0.75, k=2.0, alpha_over_n=True)
+
+PAPER_SRC = "Krizhevsky, Sutskever, Hinton, NIPS 2012, section 3 and cuda-convnet"
+CAFFE_SRC = "BVLC caffe models/bvlc_alexnet/train_val.prototxt"
+CAFFENET_SRC = "BVLC caffe models/bvlc_reference_caffenet/train_val.prototxt"
+SINGLE_SRC = "one-GPU re-implementations of the paper (PyTorch LocalResponseNorm(5, 1e-4, 0.75, k=2))"
+TORCHVISION_SRC = "torchvision/models/alexnet.py (Krizhevsky 2014, 'One weird trick')"
+SLIM_SRC = "tensorflow/models research/slim/nets/alexnet.py alexnet_v2"
+
+VARIANTS: dict[str, Variant] = {}
+
+
+def _register(v: Variant) -> None:
+    VARIANTS[v.name] = v
+
+
+_register(Variant(
+    name="paper", title="NIPS 2012 paper, two GPU columns", input_size=224, num_classes=1000,
+    layers=(*_two_column(PAPER_LRN, ONE, conv1_rounding="ceil", pool_rounding="ceil", pool_then_norm=False),
+            *_classifier(1000, N, ONE, N, ZERO, dropout_first=False)),
+    preprocessing=Preprocessing(**VGG_RGB_255, resize=256, crop=224,
+                                source="paper section 2: 256x256, minus the mean image (per-channel here)"),
+    source=PAPER_SRC,
+    notes=("224 input: cuda-convnet sizes outputs as 1+ceil((in-k)/s), i.e. conv1 padded 0 before, 3 after",
+           "LRN alpha=1e-4 multiplies the plain sum (not divided by n), k=2")))
+
+_register(Variant(
+    name="caffe", title="Caffe bvlc_alexnet", input_size=227, num_classes=1000,
+    layers=(*_two_column(CAFFE_LRN, TENTH, conv1_rounding="floor", pool_rounding="ceil", pool_then_norm=False),
+            *_classifier(1000, Init("normal", 0.005), TENTH, N, ZERO, dropout_first=False)),
+    preprocessing=Preprocessing(**CAFFE_BGR_255, resize=256, crop=227, source="caffe ilsvrc_2012_mean, BGR"),
+    source=CAFFE_SRC))
+
+_register(Variant(
+    name="caffenet", title="Caffe bvlc_reference_caffenet", input_size=227, num_classes=1000,
+    layers=(*_two_column(CAFFE_LRN, ONE, conv1_rounding="floor", pool_rounding="ceil", pool_then_norm=True),
+            *_classifier(1000, Init("normal", 0.005), ONE, N, ZERO, dropout_first=False)),
+    preprocessing=Preprocessing(**CAFFE_BGR_255, resize=256, crop=227, source="caffe ilsvrc_2012_mean, BGR"),
+    source=CAFFENET_SRC))
+
+_register(Variant(
+    name="single-column", title="one-column re-implementation of the paper", input_size=227, num_classes=1000,
+    layers=(*_two_column(TORCH_LRN, ONE, conv1_rounding="floor", pool_rounding="floor", pool_then_norm=False,
+                         groups=1),
+            *_classifier(1000, N, ONE, N, ZERO, dropout_first=False)),
+    preprocessing=Preprocessing(**IMAGENET_RGB_01, resize=256, crop=227, source="torchvision ImageNet statistics"),
+    source=SINGLE_SRC))
+
+_register(Variant(
+    name="torchvision", title="torchvision.models.alexnet", input_size=224, num_classes=1000,
+    layers=(*_conv_block(1, 64, 11, 4, 2, 1, TORCH_DEFAULT, TORCH_DEFAULT), MaxPool("pool1"),
+            *_conv_block(2, 192, 5, 1, 2, 1, TORCH_DEFAULT, TORCH_DEFAULT), MaxPool("pool2"),
+            *_conv_block(3, 384, 3, 1, 1, 1, TORCH_DEFAULT, TORCH_DEFAULT),
+            *_conv_block(4, 256, 3, 1, 1, 1, TORCH_DEFAULT, TORCH_DEFAULT),
+            *_conv_block(5, 256, 3, 1, 1, 1, TORCH_DEFAULT, TORCH_DEFAULT), MaxPool("pool5"),
+            AdaptiveAvgPool("avgpool", output_size=6),
+            *_classifier(1000, TORCH_DEFAULT, TORCH_DEFAULT, TORCH_DEFAULT, TORCH_DEFAULT, dropout_first=True)),
+    preprocessing=Preprocessing(**IMAGENET_RGB_01, resize=256, crop=224,
+                                source="torchvision AlexNet_Weights.IMAGENET1K_V1 transforms"),
+    source=TORCHVISION_SRC))
+
+GLOROT, TRUNC = Init("glorot_uniform"), Init("truncated_normal", 0.005)
+_register(Variant(
+    name="slim-v2", title="TF-slim alexnet_v2", input_size=224, num_classes=1000,
+    layers=(*_conv_block(1, 64, 11, 4, 0, 1, GLOROT, TENTH), MaxPool("pool1"),
+            *_conv_block(2, 192, 5, 1, 0, 1, GLOROT, TENTH, rounding="same"), MaxPool("pool2"),
+            *_conv_block(3, 384, 3, 1, 0, 1, GLOROT, TENTH, rounding="same"),
+            *_conv_block(4, 384, 3, 1, 0, 1, GLOROT, TENTH, rounding="same"),
+            *_conv_block(5, 256, 3, 1, 0, 1, GLOROT, TENTH, rounding="same"), MaxPool("pool5"),
+            *_classifier(1000, TRUNC, TENTH, TRUNC, ZERO, dropout_first=False)),
+    preprocessing=Preprocessing(**VGG_RGB_255, resize=256, crop=224, source="slim preprocessing_factory: vgg"),
+    source=SLIM_SRC,
+    notes=("fc6 is a 5x5 VALID conv in slim, fc7/fc8 1x1 convs; on a 5x5 pool5 that is exactly flatten + dense, "
+           "which is how the spec (and the canonical weights) hold it",
+           "slim's dropout takes keep_prob=0.5; rate here is the drop probability, also 0.5")))

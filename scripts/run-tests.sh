@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up, then run the whole test suite (unit tests and the parity suite) on 2 workers.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/scripts/setup.sh"
+venv="${ALEXNET_VENV:-$root/.venv}"
+cd "$root"
+exec "$venv/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
