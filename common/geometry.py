@@ -52,17 +52,3 @@ def adaptive_pool_matrix(size: int, out: int, dtype=np.float32) -> np.ndarray:
 def adaptive_pool_is_uniform(size: int, out: int) -> bool:
     """True when the bins are a plain pooling (kernel = stride = size/out), e.g. 6 -> 6 or 12 -> 6."""
     return size % out == 0
-
-
-def fc_rows_chw_to_hwc(weight: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
-    """Canonical dense weight (out, C*H*W) -> (H*W*C, out): the kernel an NHWC flatten needs."""
-    c, h, w = chw
-    out = weight.shape[0]
-    return weight.reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out)
-
-
-def fc_rows_hwc_to_chw(kernel: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
-    """Inverse of fc_rows_chw_to_hwc: an NHWC (H*W*C, out) kernel -> canonical (out, C*H*W)."""
-    c, h, w = chw
-    out = kernel.shape[1]
-    return kernel.reshape(h, w, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * w)

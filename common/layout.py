@@ -1,0 +1,48 @@
+"""NCHW (canonical) <-> NHWC (Keras, Flax): the transposes, and fc6's row order, in one place.
+
+The one line most hand-made AlexNet ports get wrong: an NHWC flatten orders fc6's inputs H,W,C, the
+canonical weights order them C,H,W, so the dense kernel's rows must be permuted, not just transposed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .spec import Spec
+
+
+def fc_rows_chw_to_hwc(weight: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
+    """Canonical dense weight (out, C*H*W) -> (H*W*C, out): the kernel an NHWC flatten needs."""
+    c, h, w = chw
+    out = weight.shape[0]
+    return weight.reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out)
+
+
+def fc_rows_hwc_to_chw(kernel: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
+    """Inverse of fc_rows_chw_to_hwc: an NHWC (H*W*C, out) kernel -> canonical (out, C*H*W)."""
+    c, h, w = chw
+    out = kernel.shape[1]
+    return kernel.reshape(h, w, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * w)
+
+
+def conv_oihw_to_hwio(weight: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+
+
+def conv_hwio_to_oihw(kernel: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+
+
+def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1))
+
+
+def activation_to_nchw(spec: Spec, name: str, a: np.ndarray) -> np.ndarray:
+    """An NHWC framework's activation of layer `name`, in the canonical layout the reference uses:
+    4-D maps to NCHW, and the flatten output from H,W,C order to C,H,W order."""
+    a = np.asarray(a)
+    if a.ndim == 4:
+        return a.transpose(0, 3, 1, 2)
+    if spec.layer(name).kind == "flatten":
+        c, h, w = spec.layer(name).in_shape
+        return a.reshape(a.shape[0], h, w, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
+    return a
