@@ -1,0 +1,57 @@
+"""`alexnet` entry point: argparse front door; subcommand modules are imported lazily by name."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module under alexnet_cli, one-line help). Each module has add_arguments(parser) and run(args) -> int.
+COMMANDS = {
+    "summary": ("summary_cmd", "per-layer table of a variant: kernels, padding, shapes, params, MACs"),
+    "diff": ("diff_cmd", "every difference between two variants, with its consequence and source"),
+    "convert": ("convert_cmd", "convert weights between canonical, torch, torchvision, keras, flax, caffe, slim"),
+    "parity": ("parity_cmd", "run every variant in PyTorch, Keras and Flax and compare each layer"),
+    "bench": ("bench_cmd", "throughput, compile time and memory of each framework"),
+}
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alexnet",
+        description="One AlexNet spec, built in PyTorch, Keras and Flax NNX, with converters and a parity suite.",
+        epilog="Run 'alexnet COMMAND --help' for a command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        if name in sys.argv[1:2]:  # only the chosen command's module is imported
+            importlib.import_module(f"alexnet_cli.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    sys.argv[1:] = argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f"alexnet_cli.{args._module}")
+    try:
+        return int(module.run(args) or 0)
+    except (UserError, ValueError, FileNotFoundError, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"alexnet {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"alexnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
