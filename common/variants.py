@@ -28,6 +28,7 @@ class Variant:
     preprocessing: Preprocessing
     source: str
     notes: tuple[str, ...] = ()
+    why: tuple[tuple[str, str], ...] = ()  # (aspect, the reason this variant differs from the paper there)
 
 
 N = Init("normal", 0.01)
@@ -111,14 +112,20 @@ _register(Variant(
     layers=(*_two_column(CAFFE_LRN, TENTH, conv1_rounding="floor", pool_rounding="ceil", pool_then_norm=False),
             *_classifier(1000, Init("normal", 0.005), TENTH, N, ZERO, dropout_first=False)),
     preprocessing=Preprocessing(**CAFFE_BGR_255, resize=256, crop=227, source="caffe ilsvrc_2012_mean, BGR"),
-    source=CAFFE_SRC))
+    source=CAFFE_SRC,
+    why=(("lrn", "Caffe's LRN divides alpha by local_size and uses k=1 (its default), not the paper's k=2"),
+         ("input", "227 makes (227-11)/4+1 = 55 exact, no padding; Caffe's pooling rounds up (ceil)"),
+         ("init", "bvlc_alexnet's train_val.prototxt: std 0.005 for fc6/fc7 and bias 0.1, not the paper's 1"))))
 
 _register(Variant(
     name="caffenet", title="Caffe bvlc_reference_caffenet", input_size=227, num_classes=1000,
     layers=(*_two_column(CAFFE_LRN, ONE, conv1_rounding="floor", pool_rounding="ceil", pool_then_norm=True),
             *_classifier(1000, Init("normal", 0.005), ONE, N, ZERO, dropout_first=False)),
     preprocessing=Preprocessing(**CAFFE_BGR_255, resize=256, crop=227, source="caffe ilsvrc_2012_mean, BGR"),
-    source=CAFFENET_SRC))
+    source=CAFFENET_SRC,
+    why=(("order", "CaffeNet pools before normalising (pool then norm), the paper normalises then pools"),
+         ("lrn", "Caffe's LRN divides alpha by local_size and uses k=1 (its default), not the paper's k=2"),
+         ("input", "227 makes (227-11)/4+1 = 55 exact, no padding; Caffe's pooling rounds up (ceil)"))))
 
 _register(Variant(
     name="single-column", title="one-column re-implementation of the paper", input_size=227, num_classes=1000,
@@ -126,7 +133,12 @@ _register(Variant(
                          groups=1),
             *_classifier(1000, N, ONE, N, ZERO, dropout_first=False)),
     preprocessing=Preprocessing(**IMAGENET_RGB_01, resize=256, crop=227, source="torchvision ImageNet statistics"),
-    source=SINGLE_SRC))
+    source=SINGLE_SRC,
+    why=(("lrn", "PyTorch's nn.LocalResponseNorm(5, 1e-4, 0.75, k=2) divides alpha by n: its sum is scaled by "
+                 "2e-05, the paper's by 1e-4 (5x stronger); to get the paper's formula in PyTorch pass alpha=5e-4"),
+         ("groups", "one GPU: conv2, conv4, conv5 see all channels of the layer below, not half, so they hold twice "
+                    "the weights"),
+         ("input", "227 makes (227-11)/4+1 = 55 exact with plain floor rounding"))))
 
 _register(Variant(
     name="torchvision", title="torchvision.models.alexnet", input_size=224, num_classes=1000,
@@ -139,7 +151,17 @@ _register(Variant(
             *_classifier(1000, TORCH_DEFAULT, TORCH_DEFAULT, TORCH_DEFAULT, TORCH_DEFAULT, dropout_first=True)),
     preprocessing=Preprocessing(**IMAGENET_RGB_01, resize=256, crop=224,
                                 source="torchvision AlexNet_Weights.IMAGENET1K_V1 transforms"),
-    source=TORCHVISION_SRC))
+    source=TORCHVISION_SRC,
+    why=(("channels", "torchvision follows Krizhevsky 2014, 'One weird trick for parallelizing convolutional neural "
+                      "networks' (arXiv:1404.5997): one column of 64-192-384-256-256 kernels, not the paper's two "
+                      "columns of 48-128-192-192-128 (96-256-384-384-256 in all)"),
+         ("groups", "one GPU, one column: no grouped convolutions"),
+         ("padding", "conv1 pad 2 turns 224 into 55 with PyTorch's floor rounding: (224+2*2-11)//4+1 = 55; the "
+                     "paper's 224 gives 55 only by cuda-convnet's ceil rule"),
+         ("lrn", "no LRN: 'One weird trick' drops it; later work found it adds little accuracy for its cost"),
+         ("adaptive", "AdaptiveAvgPool2d((6, 6)) lets any input size >= 63 reach fc6's 9216 inputs"),
+         ("dropout", "nn.Sequential(Dropout, Linear, ReLU, ...): dropout acts on fc6's and fc7's inputs"),
+         ("init", "PyTorch's default layer init, not the paper's N(0, 0.01)"))))
 
 GLOROT, TRUNC = Init("glorot_uniform"), Init("truncated_normal", 0.005)
 _register(Variant(
@@ -152,6 +174,10 @@ _register(Variant(
             *_classifier(1000, TRUNC, TENTH, TRUNC, ZERO, dropout_first=False)),
     preprocessing=Preprocessing(**VGG_RGB_255, resize=256, crop=224, source="slim preprocessing_factory: vgg"),
     source=SLIM_SRC,
+    why=(("channels", "alexnet_v2 follows 'One weird trick' (64-192-384-384-256)"),
+         ("padding", "TF SAME for conv2-conv5, VALID for conv1 and the pools: 224 -> 54 -> 26 -> 12 -> 5"),
+         ("lrn", "no LRN"), ("groups", "one column"),
+         ("init", "slim's defaults: Glorot-uniform convs, biases 0.1, truncated normal 0.005 for fc6-fc8")),
     notes=("fc6 is a 5x5 VALID conv in slim, fc7/fc8 1x1 convs; on a 5x5 pool5 that is exactly flatten + dense, "
            "which is how the spec (and the canonical weights) hold it",
            "slim's dropout takes keep_prob=0.5; rate here is the drop probability, also 0.5")))
