@@ -102,9 +102,8 @@ class Spec:
             return ""
         sizes = [s for s in range(1, 1024) if _fc6_in(self.variant, s) == got[1]]
         if sizes:
-            return (f"; the checkpoint was made for input size {sizes[0]}"
-                    + (f" (or up to {sizes[-1]})" if len(sizes) > 1 else "")
-                    + f", not {self.input_size}")
+            made = f"{sizes[0]}" if len(sizes) == 1 else f"between {sizes[0]} and {sizes[-1]}"
+            return f"; the checkpoint was made for input size {made}, not {self.input_size} (pass input_size)"
         return ""
 
     # --- description ------------------------------------------------------------------------------
