@@ -42,7 +42,17 @@ def activation_to_nchw(spec: Spec, name: str, a: np.ndarray) -> np.ndarray:
     a = np.asarray(a)
     if a.ndim == 4:
         return a.transpose(0, 3, 1, 2)
-    if spec.layer(name).kind == "flatten":
-        c, h, w = spec.layer(name).in_shape
+    if _in_flatten_order(spec, name):
+        c, h, w = spec.layer("flatten").in_shape
         return a.reshape(a.shape[0], h, w, c).transpose(0, 3, 1, 2).reshape(a.shape[0], -1)
     return a
+
+
+def _in_flatten_order(spec: Spec, name: str) -> bool:
+    """True for the flatten output and every layer between it and the first dense (torchvision's drop6):
+    their NHWC activations are still in H,W,C order."""
+    names = [layer.name for layer in spec.layers]
+    if "flatten" not in names:
+        return False
+    start, end = names.index("flatten"), names.index(name)
+    return start <= end and not any(layer.kind == "dense" for layer in spec.layers[start:end + 1])
