@@ -1,1 +1,1 @@
-"""(being built)"""
+"""The parity suite: every variant, every framework, every device, layer by layer, against a float64 oracle."""

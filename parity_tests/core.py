@@ -1,0 +1,136 @@
+"""Framework-neutral parity harness, shared by the pytest suite and `alexnet parity`.
+
+Error metric: for a layer, err(a, b) = max|a - b| / max|ref|, ref the float64 reference activation. Using the
+reference's magnitude for every pair makes the numbers of one layer comparable across pairs.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from common import Spec, get_spec, reference_forward
+
+# user-facing framework name -> the package that builds it
+FRAMEWORKS = {"torch": "torch_impl", "keras": "tf_impl", "flax": "jax_impl"}
+# the frameworks those packages need, to tell "not installed" from "broken"
+REQUIRES = {"torch": ("torch",), "keras": ("tensorflow", "keras"), "flax": ("jax", "flax")}
+TOLERANCE = 1e-5
+
+# (variant, overrides) the suite runs: every default, plus the overrides whose geometry differs.
+CONFIGS: tuple[tuple[str, dict], ...] = (
+    ("paper", {}), ("caffe", {}), ("caffenet", {}), ("single-column", {}), ("torchvision", {}), ("slim-v2", {}),
+    ("paper", {"input_size": 227}),           # no conv1 padding
+    ("caffe", {"input_size": 256}),           # ceil pooling: 7x7 pool5, fc6 of 12,544
+    ("torchvision", {"input_size": 256}),     # adaptive pool 7 -> 6, overlapping bins
+    ("torchvision", {"input_size": 320}),     # adaptive pool 9 -> 6
+    ("slim-v2", {"input_size": 256}),         # asymmetric TF SAME
+    ("single-column", {"num_classes": 10}),
+    ("torchvision", {"include_top": False}),
+)
+
+
+def config_id(variant: str, overrides: dict) -> str:
+    return variant + "".join(f"-{k.replace('_size', '').replace('num_', '').replace('include_', '')}{v}"
+                             for k, v in overrides.items())
+
+
+def framework_available(name: str) -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in REQUIRES[name])
+
+
+def load_impl(name: str):
+    return importlib.import_module(FRAMEWORKS[name])
+
+
+def parity_weights(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
+    """Weights that keep every layer alive and vary over space and channel: He-normal kernels (so no layer
+    shrinks towards zero, as the paper's N(0, 0.01) does) and random biases. A transposed kernel, a swapped
+    group or a flatten-order mistake changes the output by O(1)."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for layer in spec.param_layers:
+        weights[f"{layer.name}.weight"] = rng.normal(0.0, math.sqrt(2.0 / layer.fan_in), layer.weight_shape).astype(np.float32)
+        weights[f"{layer.name}.bias"] = rng.normal(0.0, 0.5, layer.weight_shape[:1]).astype(np.float32)
+    return weights
+
+
+def parity_input(spec: Spec, batch: int = 2, seed: int = 1) -> np.ndarray:
+    """NCHW float32 with the spread of mean-subtracted [0, 255] pixels, so LRN's sum term matters."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0.0, 50.0, (batch, *spec.input_shape))).astype(np.float32)
+
+
+def rel_err(a: np.ndarray, b: np.ndarray, ref: np.ndarray) -> float:
+    scale = float(np.abs(ref).max())
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max()) / (scale if scale > 0 else 1.0)
+
+
+@dataclass
+class ParityResult:
+    variant: str
+    overrides: dict
+    device: str
+    layers: list[str]
+    vs_reference: dict[str, dict[str, float]] = field(default_factory=dict)  # framework -> layer -> err
+    pairs: dict[str, dict[str, float]] = field(default_factory=dict)  # "torch~keras" -> layer -> err
+    errors: dict[str, str] = field(default_factory=dict)  # framework -> why it could not run
+
+    @property
+    def id(self) -> str:
+        return config_id(self.variant, self.overrides)
+
+    def worst(self) -> tuple[float, str]:
+        """Largest error over every framework, pair and layer, and where it happened."""
+        best = (0.0, "")
+        for who, table in itertools.chain(self.vs_reference.items(), self.pairs.items()):
+            for layer, err in table.items():
+                if err > best[0]:
+                    best = (err, f"{who} {layer}")
+        return best
+
+    def to_dict(self) -> dict:
+        return {"variant": self.variant, "overrides": self.overrides, "device": self.device, "layers": self.layers,
+                "vs_reference": self.vs_reference, "pairs": self.pairs, "errors": self.errors,
+                "max_error": self.worst()[0]}
+
+
+def run_parity(variant: str, overrides: dict | None = None, *, device: str = "cpu",
+               frameworks: tuple[str, ...] = tuple(FRAMEWORKS), batch: int = 2, seed: int = 0,
+               weights_for: dict | None = None, spec_for: dict | None = None) -> ParityResult:
+    """Run one spec through the reference and each framework on `device`; compare every named layer.
+    weights_for / spec_for: optional framework -> the weights / spec that framework gets instead (weights read
+    back from its own file; or a deliberately broken port, to prove the suite catches it)."""
+    overrides = dict(overrides or {})
+    spec = get_spec(variant, **overrides)
+    weights = parity_weights(spec, seed)
+    x = parity_input(spec, batch, seed + 1)
+    ref = reference_forward(spec, weights, x)
+    result = ParityResult(variant, overrides, device, list(ref))
+    outputs = {}
+    for name in frameworks:
+        impl = load_impl(name)
+        if device not in impl.devices():
+            result.errors[name] = f"{name} sees no {device}"
+            continue
+        acts = impl.run_activations((spec_for or {}).get(name, spec), (weights_for or {}).get(name, weights), x,
+                                    device=device)
+        missing = [layer for layer in ref if layer not in acts]
+        if missing:
+            raise AssertionError(f"{name} did not return activations for {missing}")
+        outputs[name] = acts
+        result.vs_reference[name] = {layer: rel_err(acts[layer], ref[layer], ref[layer]) for layer in ref}
+    for a, b in itertools.combinations(outputs, 2):
+        result.pairs[f"{a}~{b}"] = {layer: rel_err(outputs[a][layer], outputs[b][layer], ref[layer]) for layer in ref}
+    return result
+
+
+def failures(result: ParityResult, tolerance: float = TOLERANCE) -> list[str]:
+    """Every (who, layer) over the tolerance; NaN counts as a failure."""
+    return [f"{who} {layer}: {err:.2e} > {tolerance:g}"
+            for who, table in itertools.chain(result.vs_reference.items(), result.pairs.items())
+            for layer, err in table.items() if not err <= tolerance]

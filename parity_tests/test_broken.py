@@ -1,0 +1,53 @@
+"""The suite catches the classic porting mistakes: each broken model below must fail it, at the layer at fault."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from common import fc_rows_hwc_to_chw, get_spec
+from parity_tests.core import failures, framework_available, parity_weights, run_parity
+
+
+def needs(framework):
+    return pytest.mark.skipif(not framework_available(framework), reason=f"{framework} is not installed")
+
+
+def first_failing_layer(result, who):
+    bad = [layer for layer, err in result.vs_reference[who].items() if not err <= 1e-5]
+    return bad[0] if bad else None
+
+
+@needs("torch")
+def test_transposed_kernel_fails_at_that_layer():
+    spec = get_spec("caffe")
+    w = parity_weights(spec)
+    broken = dict(w, **{"conv2.weight": np.ascontiguousarray(w["conv2.weight"].transpose(0, 1, 3, 2))})
+    result = run_parity("caffe", device="cpu", frameworks=("torch",), weights_for={"torch": broken})
+    assert failures(result) and first_failing_layer(result, "torch") == "conv2"
+    assert result.vs_reference["torch"]["conv2"] > 0.1
+
+
+@pytest.mark.parametrize("framework", ["keras", "flax"])
+def test_fc6_rows_in_hwc_order_fails_at_fc6(framework):
+    if not framework_available(framework):
+        pytest.skip(f"{framework} is not installed")
+    spec = get_spec("torchvision")
+    w = parity_weights(spec)
+    # A port that copies the canonical (out, C*H*W) matrix as its NHWC Dense kernel, without permuting rows,
+    # behaves exactly like a correct port given these canonical weights:
+    chw = spec.layer("flatten").in_shape
+    naive = dict(w, **{"fc6.weight": fc_rows_hwc_to_chw(np.ascontiguousarray(w["fc6.weight"].T), chw)})
+    result = run_parity("torchvision", device="cpu", frameworks=(framework,), weights_for={framework: naive})
+    assert failures(result) and first_failing_layer(result, framework) == "fc6"
+    assert result.vs_reference[framework]["fc6"] > 0.1
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras", "flax"])
+def test_lrn_alpha_not_divided_by_n_fails_at_norm1(framework):
+    if not framework_available(framework):
+        pytest.skip(f"{framework} is not installed")
+    spec = get_spec("caffe")
+    wrong = dataclasses.replace(spec, layers=tuple(
+        dataclasses.replace(layer, alpha_over_n=False) if layer.kind == "lrn" else layer for layer in spec.layers))
+    result = run_parity("caffe", device="cpu", frameworks=(framework,), spec_for={framework: wrong})
+    assert failures(result) and first_failing_layer(result, framework) == "norm1"

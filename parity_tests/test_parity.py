@@ -1,0 +1,38 @@
+"""Every variant (defaults and the overrides whose geometry differs) x every framework x every device:
+each named layer within 1e-5 of the float64 reference and of each other framework."""
+import os
+
+import pytest
+
+from parity_tests.core import CONFIGS, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available, load_impl, run_parity
+
+AVAILABLE = tuple(name for name in FRAMEWORKS if framework_available(name))
+
+
+def gpu_frameworks() -> tuple[str, ...]:
+    return tuple(name for name in AVAILABLE if "gpu" in load_impl(name).devices())
+
+
+def test_every_framework_is_installed_in_ci():
+    """CI installs all three; a missing one there must fail, not quietly shrink the suite."""
+    if os.environ.get("CI") != "true":
+        pytest.skip("only enforced in CI (CI=true)")
+    assert AVAILABLE == tuple(FRAMEWORKS)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("variant,overrides", CONFIGS, ids=[config_id(*c) for c in CONFIGS])
+def test_every_layer_agrees(variant, overrides, device):
+    if not AVAILABLE:
+        pytest.skip("none of torch, tensorflow+keras, jax+flax is installed")
+    frameworks = AVAILABLE
+    if device == "gpu":
+        frameworks = gpu_frameworks()
+        if not frameworks:
+            pytest.skip("no GPU visible to torch, TensorFlow or JAX on this machine")
+    result = run_parity(variant, overrides, device=device, frameworks=frameworks)
+    assert set(result.vs_reference) == set(frameworks), result.errors
+    assert len(result.pairs) == len(frameworks) * (len(frameworks) - 1) // 2
+    assert result.layers == [layer for layer in result.layers]  # every named layer was compared
+    bad = failures(result, TOLERANCE)
+    assert not bad, f"{result.id} on {device}: " + "; ".join(bad[:10])
