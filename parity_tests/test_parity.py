@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+from common import get_spec
+
 from parity_tests.core import CONFIGS, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available, load_impl, run_parity
 
 AVAILABLE = tuple(name for name in FRAMEWORKS if framework_available(name))
@@ -33,6 +35,7 @@ def test_every_layer_agrees(variant, overrides, device):
     result = run_parity(variant, overrides, device=device, frameworks=frameworks)
     assert set(result.vs_reference) == set(frameworks), result.errors
     assert len(result.pairs) == len(frameworks) * (len(frameworks) - 1) // 2
-    assert result.layers == [layer for layer in result.layers]  # every named layer was compared
+    names = [layer.name for layer in get_spec(variant, **overrides).layers]
+    assert result.layers == names and all(list(t) == names for t in result.vs_reference.values())
     bad = failures(result, TOLERANCE)
     assert not bad, f"{result.id} on {device}: " + "; ".join(bad[:10])
