@@ -1,0 +1,209 @@
+"""`alexnet parity`: every variant in PyTorch, Keras and Flax, each layer against the float64 reference and
+against each other; a table, JSON and a chart. With --convert, each framework gets its weights through its own
+checkpoint format (canonical -> torch -> keras -> flax files), and the round trip must be bit-identical."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+
+from common import VARIANTS, get_spec
+from parity_tests.core import (CONFIGS, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available,
+                               load_impl, parity_weights, run_parity)
+
+# the file each framework's weights travel through with --convert
+CONVERT_FORMATS = {"torch": ("torch", "weights.pt"), "keras": ("keras", "weights.weights.h5"),
+                   "flax": ("flax", "weights.msgpack")}
+
+
+def add_arguments(p):
+    p.add_argument("variants", nargs="*", metavar="VARIANT",
+                   help=f"variants to run (default: all six plus the overrides the suite checks): {', '.join(VARIANTS)}")
+    p.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu",
+                   help="cpu, gpu, or all devices present (default cpu)")
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS),
+                   help="comma-separated subset of torch,keras,flax (default: all installed)")
+    p.add_argument("--input-size", type=int, help="with VARIANT: run at this input size")
+    p.add_argument("--num-classes", type=int, help="with VARIANT: this many outputs in fc8")
+    p.add_argument("--batch", type=int, default=2, help="images per run (default 2)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"max relative error allowed (default {TOLERANCE:g})")
+    p.add_argument("--convert", action="store_true",
+                   help="give each framework its weights through its own checkpoint file, and check the round trip")
+    p.add_argument("--layers", action="store_true", help="print every layer, not only the per-variant summary")
+    p.add_argument("--json", metavar="FILE", help="write all results as JSON")
+    p.add_argument("--plot", metavar="FILE", help="draw error per layer per framework to a PNG")
+
+
+def _configs(args):
+    if not args.variants:
+        if args.input_size or args.num_classes:
+            raise ValueError("--input-size and --num-classes need a VARIANT")
+        return list(CONFIGS)
+    overrides = {k: v for k, v in (("input_size", args.input_size), ("num_classes", args.num_classes)) if v}
+    for v in args.variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    return [(v, overrides) for v in args.variants]
+
+
+def _frameworks(args):
+    names = tuple(n.strip() for n in args.frameworks.split(",") if n.strip())
+    unknown = [n for n in names if n not in FRAMEWORKS]
+    if unknown:
+        raise ValueError(f"--frameworks: unknown {unknown[0]!r}; choose from {', '.join(FRAMEWORKS)}")
+    missing = [n for n in names if not framework_available(n)]
+    for n in missing:
+        print(f"[parity] {n}: not installed, left out", file=sys.stderr)
+    present = tuple(n for n in names if n not in missing)
+    if not present:
+        raise ValueError("none of the requested frameworks is installed (pip install 'alexnet-parity[all]')")
+    return present
+
+
+def _devices(args, frameworks):
+    if args.device == "cpu":
+        return ["cpu"]
+    gpu = [n for n in frameworks if "gpu" in load_impl(n).devices()]
+    if not gpu:
+        if args.device == "gpu":
+            raise ValueError("--device gpu: no GPU visible to " + ", ".join(frameworks))
+        print("[parity] no GPU visible to any framework: running on cpu only", file=sys.stderr)
+        return ["cpu"]
+    return ["cpu", "gpu"] if args.device == "all" else ["gpu"]
+
+
+def converted_weights(variant, overrides, frameworks, seed=0):
+    """Weights for each framework, read back from that framework's own checkpoint format. Chain: canonical
+    safetensors -> torch .pt -> keras .weights.h5 -> flax .msgpack, each loaded from the previous file."""
+    import numpy as np
+
+    import weights_convert
+
+    spec = get_spec(variant, **overrides)
+    weights = parity_weights(spec, seed)
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="alexnet-parity-") as tmp:
+        src = os.path.join(tmp, "weights.safetensors")
+        weights_convert.save(src, spec, weights, fmt="canonical")
+        for name in frameworks:
+            fmt, filename = CONVERT_FORMATS[name]
+            dst = os.path.join(tmp, filename)
+            spec_in, w_in = weights_convert.load(src, variant=variant)
+            weights_convert.save(dst, spec_in, w_in, fmt=fmt)
+            spec_out, w_out = weights_convert.load(dst, fmt=fmt, variant=variant)
+            if spec_out != spec:
+                raise AssertionError(f"{fmt}: read back as {spec_out.describe()}, wrote {spec.describe()}")
+            for key, value in weights.items():
+                if not np.array_equal(value, w_out[key]) or w_out[key].dtype != value.dtype:
+                    raise AssertionError(f"{fmt}: tensor {key!r} changed in the round trip")
+            out[name] = w_out
+            src = dst
+    return out
+
+
+def _summary_rows(results):
+    who = sorted({w for r in results for w in (*r.vs_reference, *r.pairs)},
+                 key=lambda w: (("~" in w), list(FRAMEWORKS).index(w.split("~")[0])))
+    head = ["variant", "device", *[w if "~" in w else f"{w} vs ref" for w in who], "worst layer"]
+    rows = [head]
+    for r in results:
+        table = {**r.vs_reference, **r.pairs}
+        cells = [f"{max(table[w].values()):.1e}" if w in table else "-" for w in who]
+        rows.append([r.id, r.device, *cells, r.worst()[1]])
+    return rows
+
+
+def _print_table(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def _print_layers(r):
+    cols = [*r.vs_reference, *r.pairs]
+    rows = [["layer", *[c if "~" in c else f"{c} vs ref" for c in cols]]]
+    table = {**r.vs_reference, **r.pairs}
+    for layer in r.layers:
+        rows.append([layer, *[f"{table[c][layer]:.1e}" for c in cols]])
+    print(f"\n{r.id} on {r.device}: max|a-b| / max|reference|")
+    _print_table(rows)
+
+
+def plot(results, path, tolerance):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.6 * rows), squeeze=False)
+    colors = {"torch": "tab:red", "keras": "tab:blue", "flax": "tab:green"}
+    for ax, r in zip(axes.flat, results):
+        x = range(len(r.layers))
+        floor = 1e-10  # exact agreement (0) drawn at the floor of the log axis
+        for name, table in r.vs_reference.items():
+            ax.semilogy(x, [max(table[l], floor) for l in r.layers], "-o", ms=3, color=colors[name], label=f"{name} vs ref")
+        for pair, table in r.pairs.items():
+            a, b = pair.split("~")
+            ax.semilogy(x, [max(table[l], floor) for l in r.layers], "--", lw=1, color=colors[a], alpha=0.6,
+                        label=pair, dashes=(4, 2))
+        ax.axhline(tolerance, color="black", lw=0.8, ls=":", label=f"tolerance {tolerance:g}")
+        ax.set_title(f"{r.id} ({r.device})", fontsize=10)
+        ax.set_xticks(list(x), r.layers, rotation=90, fontsize=6)
+        ax.set_ylim(floor / 2, max(1e-4, tolerance * 10))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6, ncol=2)
+    fig.suptitle("alexnet-parity: per-layer relative error, max|a-b| / max|float64 reference|")
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    configs = _configs(args)
+    frameworks = _frameworks(args)
+    devices = _devices(args, frameworks)
+    results, started = [], time.perf_counter()
+    total = len(configs) * len(devices)
+    for i, ((variant, overrides), device) in enumerate(((c, d) for c in configs for d in devices), 1):
+        label = config_id(variant, overrides)
+        print(f"[parity] {i}/{total} {label} on {device} ...", file=sys.stderr, flush=True)
+        weights_for = None
+        if args.convert:
+            weights_for = converted_weights(variant, overrides, frameworks)
+            print(f"[parity]   weights through {' -> '.join(CONVERT_FORMATS[f][1] for f in frameworks)}: "
+                  "bit-identical", file=sys.stderr)
+        r = run_parity(variant, overrides, device=device, frameworks=frameworks, batch=args.batch,
+                       weights_for=weights_for)
+        results.append(r)
+        if args.layers:
+            _print_layers(r)
+    print(f"\nParity on {', '.join(devices)}: max over layers of max|a-b| / max|float64 reference| "
+          f"({len(results)} runs, {time.perf_counter() - started:.0f} s)")
+    _print_table(_summary_rows(results))
+    worst = max(results, key=lambda r: r.worst()[0])
+    bad = [f"{r.id}/{r.device}: {f}" for r in results for f in failures(r, args.tolerance)]
+    print(f"\nlargest error: {worst.worst()[0]:.2e} ({worst.id} on {worst.device}, {worst.worst()[1]}); "
+          f"tolerance {args.tolerance:g}: {'PASS' if not bad else f'FAIL ({len(bad)} layers)'}")
+    for line in bad[:20]:
+        print(f"  {line}")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"tolerance": args.tolerance, "frameworks": list(frameworks), "convert": args.convert,
+                       "results": [r.to_dict() for r in results]}, fh, indent=1)
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(results, args.plot, args.tolerance)
+        print(f"wrote {args.plot}")
+    return 1 if bad else 0
