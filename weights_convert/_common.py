@@ -1,0 +1,248 @@
+"""What every format shares: the spec a file's tensors fit, the final checks, and atomic writes.
+
+A format module maps its file to canonical names and layout (and nothing more); `resolve_spec` then says
+which variant, input size and class count those shapes mean, and `finish` checks them against the spec
+(names, shapes, NaN/inf) with one-line errors that name the file and the tensor.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+
+import numpy as np
+
+from common import VARIANTS, Spec, get_spec, smallest_input_size
+from common.spec import MAX_INPUT_SIZE
+
+FC_NAMES = ("fc6", "fc7", "fc8")
+
+
+def shape_str(shape) -> str:
+    return "(" + ", ".join(str(int(d)) for d in shape) + ")"
+
+
+def to_float32(array, source: str, name: str) -> np.ndarray:
+    """A float32 C-contiguous array. float16/bfloat16/float32 convert exactly; float64 is rounded to
+    nearest (what `.float()` does); anything else is an error naming the tensor."""
+    array = np.asarray(array)
+    if array.dtype.kind != "f":
+        raise ValueError(f"{source}: tensor {name!r} has dtype {array.dtype}; weights must be floating point")
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+# --- which spec do these shapes mean? ----------------------------------------------------------------------
+
+def _features(variant: str, input_size: int) -> int:
+    return get_spec(variant, input_size=input_size, include_top=False).output_shape  # (C, H, W)
+
+
+def _flat_features(variant: str, input_size: int) -> int:
+    return int(np.prod(_features(variant, input_size)))
+
+
+def input_sizes_for(variant: str, fc6_in: int) -> range:
+    """The input sizes at which `variant` feeds fc6 exactly `fc6_in` features (empty when none): the
+    feature count never falls as the input grows, so a binary search finds the first and the last."""
+    lo, hi = smallest_input_size(variant), MAX_INPUT_SIZE
+
+    def first_at_least(target):
+        a, b = lo, hi + 1
+        while a < b:
+            mid = (a + b) // 2
+            if _flat_features(variant, mid) >= target:
+                b = mid
+            else:
+                a = mid + 1
+        return a
+
+    start = first_at_least(fc6_in)
+    if start > hi or _flat_features(variant, start) != fc6_in:
+        return range(0)
+    return range(start, first_at_least(fc6_in + 1))
+
+
+def _spec_for(variant: str, shapes: dict, input_size: int | None) -> Spec:
+    """The spec of `variant` these shapes would have: include_top when they hold fc layers, num_classes from
+    fc8, input_size given, or the variant's default when fc6 fits it, or else the smallest that fits."""
+    include_top = any(name.split(".")[0] in FC_NAMES for name in shapes)
+    fc8 = shapes.get("fc8.weight")
+    num_classes = int(fc8[0]) if include_top and fc8 is not None and len(fc8) == 2 and fc8[0] > 0 else None
+    if input_size is None and include_top:
+        fc6 = shapes.get("fc6.weight")
+        if fc6 is not None and len(fc6) == 2:
+            default = VARIANTS[variant].input_size
+            if _flat_features(variant, default) != fc6[1]:
+                sizes = input_sizes_for(variant, int(fc6[1]))
+                input_size = sizes[0] if sizes else None
+    return get_spec(variant, input_size=input_size, num_classes=num_classes, include_top=include_top)
+
+
+def _mismatch(spec: Spec, shapes: dict) -> str | None:
+    """The first way `shapes` differ from the spec's weights, or None when they fit."""
+    expected = spec.weight_shapes()
+    for name, shape in expected.items():
+        if name not in shapes:
+            return f"no tensor {name!r}"
+        if tuple(shapes[name]) != shape:
+            return f"{name!r} is {shape_str(shapes[name])}, {spec.variant} has {shape_str(shape)}"
+    for name in shapes:
+        if name not in expected:
+            return f"unexpected tensor {name!r}"
+    return None
+
+
+def resolve_spec(shapes: dict[str, tuple], source: str, *, variant: str | None = None,
+                 input_size: int | None = None, candidates=None) -> Spec:
+    """The one spec whose weight shapes are `shapes` (canonical names -> shapes).
+
+    variant: the user's choice, which overrides whatever the file says. candidates: the variants the
+    file's own structure allows (e.g. a caffemodel's layer order). No fit, or several, is a ValueError
+    naming the tensor, the variants that fit, and --variant.
+    """
+    if variant is not None:
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
+        candidates = [variant]
+    elif candidates is None:
+        candidates = list(VARIANTS)
+    fits, misses = [], {}
+    for name in candidates:
+        try:
+            spec = _spec_for(name, shapes, input_size)
+        except ValueError as err:  # an input_size or num_classes this variant cannot take
+            misses[name] = str(err)
+            continue
+        miss = _mismatch(spec, shapes)
+        if miss is None:
+            fits.append(spec)
+        else:
+            misses[name] = miss
+    if len(fits) == 1:
+        return fits[0]
+    if len(fits) > 1:
+        names = ", ".join(s.variant for s in fits)
+        raise ValueError(f"{source}: the tensor shapes fit {names} (they differ only in LRN constants and "
+                         f"layer order, which this file does not record); pass --variant (one of {names})")
+    if variant is not None:
+        raise ValueError(f"{source}: does not hold {variant} weights: {misses[variant]}")
+    if len(candidates) < len(VARIANTS):
+        allowed = ", ".join(candidates)
+        detail = "; ".join(f"{name}: {misses[name]}" for name in candidates)
+        raise ValueError(f"{source}: the file's layers say {allowed}, but its tensors do not fit: {detail}")
+    conv1 = shapes.get("conv1.weight")
+    nearest = min(candidates, key=lambda v: _distance(v, shapes, input_size))
+    raise ValueError(f"{source}: the tensor shapes fit no AlexNet variant"
+                     + (f" (conv1.weight is {shape_str(conv1)})" if conv1 is not None else "")
+                     + f"; nearest is {nearest}: {misses[nearest]}")
+
+
+def _distance(variant: str, shapes: dict, input_size: int | None) -> int:
+    """How many of the variant's conv tensors the shapes get wrong: picks the 'nearest' for messages."""
+    expected = get_spec(variant, include_top=False).weight_shapes()
+    return sum(tuple(shapes.get(name, ())) != shape for name, shape in expected.items())
+
+
+def spec_from_metadata(meta: dict, shapes: dict, source: str, variant: str | None = None) -> Spec:
+    """The spec a file records (variant, input_size, num_classes, include_top), checked against the
+    tensors; variant= overrides the recorded variant (the rest still comes from the file)."""
+    try:
+        recorded = meta["variant"]
+        overrides = dict(input_size=int(meta["input_size"]), num_classes=int(meta["num_classes"]),
+                         include_top=str(meta["include_top"]).lower() in ("true", "1"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{source}: the file's spec metadata is incomplete or malformed ({err!r})") from None
+    chosen = variant or recorded
+    if chosen not in VARIANTS:
+        raise ValueError(f"{source}: records variant {chosen!r}, which this version does not know; "
+                         f"pass --variant (one of {', '.join(VARIANTS)})")
+    try:
+        spec = get_spec(chosen, **overrides)
+    except ValueError as err:
+        raise ValueError(f"{source}: the file's spec cannot be built: {err}") from None
+    miss = _mismatch(spec, shapes)
+    if miss is not None:
+        raise ValueError(f"{source}: the file says {spec.describe()}, but {miss}")
+    return spec
+
+
+def finish(spec: Spec, weights: dict, source: str) -> tuple[Spec, dict[str, np.ndarray]]:
+    """float32, contiguous, in the spec's order, and checked (names, shapes, NaN/inf): what load returns."""
+    weights = {name: to_float32(array, source, name) for name, array in weights.items()}
+    spec.check_weights(weights, source)
+    return spec, {name: weights[name] for name in spec.weight_shapes()}
+
+
+# --- writing ----------------------------------------------------------------------------------------------
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def temp_name(path: str, suffix: str = "") -> str:
+    """A hidden, unique name in the destination's directory (same file system, so os.replace is atomic)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    return os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+
+
+def _check_destination(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"{path}: directory {parent} does not exist")
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, suffix: str = ""):
+    """Yields a temporary path (file or directory, as the writer makes it) next to `path`; on success it
+    replaces `path` in one rename, on any error (or Ctrl-C) it is removed, so no partial output is left.
+    `suffix` keeps an extension that a writer insists on (Keras's .keras and .weights.h5)."""
+    _check_destination(path)
+    tmp = temp_name(path, suffix)
+    try:
+        yield tmp
+        if not os.path.exists(tmp):
+            raise RuntimeError(f"{path}: the writer produced no output")
+        if os.path.isdir(tmp) and os.path.isdir(path) and not os.path.islink(path):
+            old = temp_name(path, ".old")  # a directory cannot be renamed over a non-empty one
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            if os.path.isdir(path) != os.path.isdir(tmp) and os.path.exists(path):
+                kind = "directory" if os.path.isdir(path) else "file"
+                raise ValueError(f"{path}: exists as a {kind}; remove it or choose another name")
+            os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_prefix(prefix: str, last: tuple[str, ...] = ()):
+    """For a checkpoint made of several files named prefix + ending (TF's .index and .data-*): yields a
+    temporary prefix inside a hidden directory beside it; on success each file is renamed into place, the
+    endings in `last` (the file that makes the checkpoint visible) after the others."""
+    _check_destination(prefix)
+    tmp_dir = temp_name(prefix, ".d")
+    os.mkdir(tmp_dir)
+    tmp_prefix = os.path.join(tmp_dir, "ckpt")
+    try:
+        yield tmp_prefix
+        endings = [name[len("ckpt"):] for name in os.listdir(tmp_dir) if name.startswith("ckpt")]
+        if not endings:
+            raise RuntimeError(f"{prefix}: the writer produced no output")
+        for ending in sorted(endings, key=lambda e: e in last):
+            os.replace(tmp_prefix + ending, prefix + ending)
+    finally:
+        _remove(tmp_dir)
+
+
+def file_size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+    return os.path.getsize(path)

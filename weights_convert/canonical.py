@@ -1,0 +1,75 @@
+"""canonical: the project's own checkpoint, a .safetensors file (numpy only, no framework).
+
+Layout: tensors "conv1.weight" ... "fc8.bias", float32, conv (out, in/groups, kh, kw), dense (out, in) with
+fc6's inputs in C,H,W order. Metadata (all strings): format, variant, input_size, num_classes,
+include_top, and spec = Spec.to_json(), so the file alone says what it holds. On load the spec is rebuilt
+with common.get_spec and its JSON compared with the recorded one. A safetensors file without this
+metadata (canonical names only) is read too, its variant inferred from the shapes.
+"""
+from __future__ import annotations
+
+import json
+
+from common import Spec
+
+from ._common import atomic_output, finish, resolve_spec, spec_from_metadata
+
+FORMAT_TAG = "alexnet-parity/canonical/1"
+
+
+def load(path: str, variant: str | None = None, input_size: int | None = None) -> tuple[Spec, dict]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="numpy") as f:
+            meta = f.metadata() or {}
+            weights = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    shapes = {name: w.shape for name, w in weights.items()}
+    if "variant" in meta:
+        spec = spec_from_metadata(meta, shapes, path, variant)
+        if variant is None and input_size in (None, spec.input_size):
+            _check_recorded_spec(spec, meta, path)
+        elif input_size is not None and input_size != spec.input_size:
+            spec = resolve_spec(shapes, path, variant=spec.variant, input_size=input_size)
+    else:
+        spec = resolve_spec(shapes, path, variant=variant, input_size=input_size)
+    return finish(spec, weights, path)
+
+
+def _check_recorded_spec(spec: Spec, meta: dict, path: str) -> None:
+    """The recorded spec must be the one this version builds: a file made under another definition of
+    the variant (different LRN constants, padding ...) would otherwise load silently as this one."""
+    recorded = meta.get("spec")
+    if recorded is None:
+        return
+    try:
+        recorded = json.loads(recorded)
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: the recorded spec is not valid JSON") from None
+    ours = json.loads(spec.to_json())  # tuples as lists, as the file has them
+    if recorded == ours:
+        return
+    for mine, theirs in zip(ours.get("layers", []), recorded.get("layers", []) if isinstance(recorded, dict) else []):
+        if mine != theirs:
+            field = next((k for k in mine if mine.get(k) != theirs.get(k)), "?")
+            raise ValueError(f"{path}: the recorded spec differs from this version's {spec.variant} at layer "
+                             f"{mine.get('name')!r} ({field}: file {theirs.get(field)!r}, "
+                             f"here {mine.get(field)!r}); pass --variant to load the tensors anyway")
+    raise ValueError(f"{path}: the recorded spec differs from this version's {spec.describe()}; "
+                     f"pass --variant to load the tensors anyway")
+
+
+def save(path: str, spec: Spec, weights: dict) -> None:
+    from safetensors.numpy import save_file
+
+    meta = {"format": FORMAT_TAG, "variant": spec.variant, "input_size": str(spec.input_size),
+            "num_classes": str(spec.num_classes), "include_top": str(spec.include_top).lower(),
+            "spec": spec.to_json()}
+    with atomic_output(path) as tmp:
+        save_file({name: weights[name] for name in spec.weight_shapes()}, tmp, metadata=meta)
+
+
+def claims(path: str) -> bool:
+    return path.endswith(".safetensors")

@@ -1,0 +1,141 @@
+"""flax: a jax_impl (Flax NNX) model's state, as an Orbax checkpoint directory or a .msgpack file.
+
+Layout: nnx.state(model) of jax_impl's AlexNet, whose parameter modules are attributes named after the
+spec: {conv1..conv5: {kernel (kh, kw, in/groups, out) HWIO, bias}, fc6..fc8: {kernel (in, out), bias}},
+fc6's kernel rows in H,W,C order (the NHWC flatten's). An Orbax directory is written as the Flax guide
+does, StandardCheckpointer().save(dir, nnx.state(model)), so each leaf sits one level deeper under
+"value"; the spec goes into Orbax's custom metadata (variant, input_size, num_classes, include_top,
+spec). A .msgpack is flax.serialization.msgpack_serialize(nnx.to_pure_dict(state)) and holds no spec
+(it is inferred from the shapes). Tensors go in and out through jax_impl's model and export_weights.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from common import Spec
+
+from ._common import atomic_output, finish, resolve_spec, spec_from_metadata
+
+PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
+ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
+
+
+def _framework():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import jax_impl
+        from flax import nnx
+    except ImportError as err:
+        raise ValueError(f"the flax format needs JAX and Flax ({err})") from None
+    return jax_impl, nnx
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def _canonical_shapes(tree: dict, path: str) -> tuple[dict, dict]:
+    """(pure {layer: {kernel, bias}} of numpy arrays, canonical shapes) from a restored tree."""
+    if not isinstance(tree, dict):
+        raise ValueError(f"{path}: holds a {type(tree).__name__}, not a state dict")
+    pure, shapes = {}, {}
+    for layer, params in tree.items():
+        if layer not in PARAM_LAYERS:
+            raise ValueError(f"{path}: entry {layer!r} is not an AlexNet parameter layer ({', '.join(PARAM_LAYERS)})")
+        if not isinstance(params, dict) or set(params) != {"kernel", "bias"}:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(f"{path}: entry {layer!r} should hold kernel and bias, holds {got}")
+        arrays = {}
+        for kind, value in params.items():
+            if isinstance(value, dict) and set(value) == {"value"}:  # nnx.state's Variable level
+                value = value["value"]
+            if not hasattr(value, "shape") or not hasattr(value, "dtype"):
+                raise ValueError(f"{path}: {layer}/{kind} is a {type(value).__name__}, not an array")
+            arrays[kind] = np.asarray(value)
+        pure[layer] = arrays
+        k = arrays["kernel"].shape
+        shapes[f"{layer}.weight"] = (k[3], k[2], k[0], k[1]) if len(k) == 4 else tuple(reversed(k))
+        shapes[f"{layer}.bias"] = arrays["bias"].shape
+    if not pure:
+        raise ValueError(f"{path}: holds no parameters")
+    return pure, shapes
+
+
+def _export(spec: Spec, pure: dict, path: str) -> dict:
+    """Put the arrays into an abstract jax_impl model of the spec and export canonical weights."""
+    jax_impl, nnx = _framework()
+    model = nnx.eval_shape(lambda: jax_impl.AlexNet(spec, rngs=nnx.Rngs(0)))
+    state = nnx.state(model)
+    try:
+        nnx.replace_by_pure_dict(state, pure)
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: does not fit {spec.describe()}: {_first_line(err)}") from None
+    nnx.update(model, state)
+    return jax_impl.export_weights(model)
+
+
+def _load_msgpack(path: str):
+    from flax import serialization
+
+    with open(path, "rb") as fh:
+        data = fh.read()
+    try:
+        return serialization.msgpack_restore(data), {}
+    except Exception as err:  # noqa: BLE001 -- msgpack's errors on corrupt input are of many types
+        raise ValueError(f"{path}: not a readable msgpack file (truncated or corrupt?): {_first_line(err)}") from None
+
+
+def _load_orbax(path: str):
+    _, _ = _framework()
+    import orbax.checkpoint as ocp
+
+    try:
+        checkpointer = ocp.StandardCheckpointer()
+        meta = checkpointer.metadata(path)
+        custom = dict(getattr(meta, "custom_metadata", None) or {})
+        tree = checkpointer.restore(path)
+    except Exception as err:  # noqa: BLE001 -- Orbax/TensorStore raise many types on a damaged directory
+        raise ValueError(f"{path}: not a readable Orbax checkpoint (damaged?): {_first_line(err)}") from None
+    return tree, custom
+
+
+def load(path: str, variant: str | None = None, input_size: int | None = None) -> tuple[Spec, dict]:
+    tree, meta = _load_orbax(path) if os.path.isdir(path) else _load_msgpack(path)
+    pure, shapes = _canonical_shapes(tree, path)
+    if meta.get("variant") and input_size is None:
+        spec = spec_from_metadata(meta, shapes, path, variant)
+    else:
+        spec = resolve_spec(shapes, path, variant=variant, input_size=input_size)
+    return finish(spec, _export(spec, pure, path), path)
+
+
+def save(path: str, spec: Spec, weights: dict) -> None:
+    jax_impl, nnx = _framework()
+    model = jax_impl.build_model(spec, weights)
+    state = nnx.state(model)
+    if path.endswith(".msgpack"):
+        from flax import serialization
+
+        data = serialization.msgpack_serialize(nnx.to_pure_dict(state))
+        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+            fh.write(data)
+        return
+    import orbax.checkpoint as ocp
+
+    meta = {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json()}
+    with atomic_output(path.rstrip("/")) as tmp:
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(tmp, state, custom_metadata=meta)
+        checkpointer.wait_until_finished()
+        checkpointer.close()
+
+
+def is_orbax_dir(path: str) -> bool:
+    return os.path.isdir(path) and any(os.path.exists(os.path.join(path, m)) for m in ORBAX_MARKERS)
+
+
+def claims(path: str) -> bool:
+    return path.endswith((".msgpack", ".orbax", ".orbax/")) or is_orbax_dir(path)
