@@ -1,0 +1,96 @@
+"""The AlexNet layers JAX/Flax lacks or runs slowly, in NHWC, each exact to common.reference.
+
+Every choice below was timed under XLA:CPU at batch 32 (see jax_impl/README.md); each keeps the
+canonical definition bit-for-bit or within float32 rounding.
+"""
+from __future__ import annotations
+
+import functools
+import operator
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import lax
+
+from common import AdaptiveAvgPool, Init, LRN, MaxPool, adaptive_pool_is_uniform, adaptive_pool_matrix, init_bounds
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+class SplitGroupConv(nnx.Conv):
+    """nnx.Conv with feature_group_count > 1, run as one convolution per group plus a concatenate.
+
+    XLA:CPU runs feature_group_count=2 about 5x slower than the same work split in two, with
+    bit-identical output. The parameters keep nnx.Conv's grouped layout, kernel (kh, kw, in/groups, out):
+    group g reads input channels [g*in/groups, (g+1)*in/groups) and owns kernel[..., g*out/groups:(g+1)*out/groups],
+    which is exactly the canonical (out, in/groups, kh, kw) weight transposed to HWIO.
+    """
+
+    def __call__(self, x):
+        groups = self.feature_group_count
+        kernels = jnp.split(self.kernel[...], groups, axis=-1)
+        ys = [lax.conv_general_dilated(xg, kg, self.strides, self.padding, dimension_numbers=NHWC,
+                                       precision=self.precision)
+              for xg, kg in zip(jnp.split(x, groups, axis=-1), kernels)]
+        return jnp.concatenate(ys, axis=-1) + self.bias[...]
+
+
+def max_pool(x, layer: MaxPool):
+    """Max over k*k strided slices of the -inf-padded input: same numbers as lax.reduce_window, ~5x
+    faster on XLA:CPU. Padding is the spec's explicit ((top, bottom), (left, right)), so Caffe's ceil
+    rounding is an extra -inf row/column and a window never sees a value that is not a real pixel."""
+    (top, bottom), (left, right) = layer.padding
+    if top or bottom or left or right:
+        x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=-jnp.inf)
+    k, s = layer.kernel, layer.stride
+    _, oh, ow = layer.out_shape
+    windows = (x[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s] for i in range(k) for j in range(k))
+    return functools.reduce(jnp.maximum, windows)
+
+
+def lrn(x, layer: LRN):
+    """b_c = a_c / (k + scale * sum_{size channels centred on c} a_j^2) ** beta, zeros outside [0, C).
+
+    JAX has no LRN. The window sum is `size` shifted slices of the zero-padded squares, which XLA fuses
+    into one loop (lax.reduce_window over the channel axis is ~2x slower, a banded matmul too); for the
+    beta=0.75 every variant uses, d**-0.75 = rsqrt(d*sqrt(d)) avoids pow's exp/log (~3x faster)."""
+    half = layer.size // 2
+    c = x.shape[-1]
+    sq = jnp.pad(x * x, ((0, 0), (0, 0), (0, 0), (half, layer.size - 1 - half)))
+    window_sum = functools.reduce(operator.add, (sq[..., i:i + c] for i in range(layer.size)))
+    d = layer.k + layer.scale * window_sum
+    if layer.beta == 0.75:
+        return x * lax.rsqrt(d * jnp.sqrt(d))
+    return x * d ** -layer.beta
+
+
+def adaptive_avg_pool(x, layer: AdaptiveAvgPool):
+    """PyTorch's AdaptiveAvgPool2d, bins [floor(i*in/out), ceil((i+1)*in/out)): a reshape-mean when the
+    bins tile the input (6->6 is the identity, 12->6 a 2x2 mean), else the averaging matrices of
+    common.adaptive_pool_matrix (overlapping bins, e.g. 7->6 at input 256)."""
+    n, h, w, c = x.shape
+    out = layer.output_size
+    if adaptive_pool_is_uniform(h, out) and adaptive_pool_is_uniform(w, out):
+        if h == out and w == out:
+            return x
+        return x.reshape(n, out, h // out, out, w // out, c).mean(axis=(2, 4))
+    mh = jnp.asarray(adaptive_pool_matrix(h, out))
+    mw = jnp.asarray(adaptive_pool_matrix(w, out))
+    return jnp.einsum("oh,nhwc,pw->nopc", mh, x, mw)
+
+
+def initializer(init: Init, fan_in: int, fan_out: int):
+    """A jax.nn.initializers function for one of the variants' rules (common.Init)."""
+    if init.kind == "normal":
+        return jax.nn.initializers.normal(init.value)
+    if init.kind == "truncated_normal":
+        # jax's stddev is the pre-truncation one and it cuts at +-2 of it: TF's, Keras's and torch's convention
+        return jax.nn.initializers.truncated_normal(init.value, lower=-2.0, upper=2.0)
+    if init.kind == "constant":
+        return jax.nn.initializers.constant(init.value)
+    if init.kind in ("fan_in_uniform", "glorot_uniform"):
+        # symmetric U(-bound, bound) for weight and bias alike (jax's uniform is [0, scale))
+        bound = init_bounds(init, fan_in, fan_out)
+        return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+    raise ValueError(f"unknown init rule {init.kind!r}")

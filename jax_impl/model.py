@@ -1,0 +1,182 @@
+"""AlexNet as a Flax NNX module built from a common.Spec. Input and activations are NHWC."""
+from __future__ import annotations
+
+import secrets
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from common import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, LRN, MaxPool, ReLU, Spec, activation_to_nchw,
+                    conv_hwio_to_oihw, conv_oihw_to_hwio, fc_rows_chw_to_hwc, fc_rows_hwc_to_chw, nchw_to_nhwc)
+
+from .layers import SplitGroupConv, adaptive_avg_pool, initializer, lrn, max_pool
+
+
+class AlexNet(nnx.Module):
+    """Any AlexNet of common.VARIANTS. Parameter layers and dropouts are attributes named as in the spec
+    (model.conv1, model.drop6, model.fc6, ...), so nnx.state(model) reads conv1/kernel, fc6/bias, ...
+
+    Dropout draws from the `rngs` passed to __call__ (model.train(); model(x, rngs=nnx.Rngs(dropout=1))):
+    the module holds no RNG state, so nnx.state(model) is parameters only.
+    """
+
+    def __init__(self, spec: Spec, *, rngs: nnx.Rngs):
+        self.spec = spec
+        for layer in spec.layers:
+            if isinstance(layer, Conv):
+                conv = SplitGroupConv if layer.groups > 1 else nnx.Conv
+                setattr(self, layer.name, conv(
+                    layer.in_channels, layer.out_channels, (layer.kernel, layer.kernel), (layer.stride, layer.stride),
+                    padding=layer.padding, feature_group_count=layer.groups, rngs=rngs,
+                    kernel_init=initializer(layer.weight_init, layer.fan_in, layer.fan_out),
+                    bias_init=initializer(layer.bias_init, layer.fan_in, layer.fan_out)))
+            elif isinstance(layer, Dense):
+                setattr(self, layer.name, nnx.Linear(
+                    layer.in_features, layer.out_features, rngs=rngs,
+                    kernel_init=initializer(layer.weight_init, layer.fan_in, layer.fan_out),
+                    bias_init=initializer(layer.bias_init, layer.fan_in, layer.fan_out)))
+            elif isinstance(layer, Dropout):
+                setattr(self, layer.name, nnx.Dropout(layer.rate))
+
+    def forward(self, x, *, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
+        """Yields (layer name, NHWC output) for every layer of the spec, in order."""
+        c, h, w = self.spec.input_shape
+        if x.ndim != 4 or x.shape[1:] != (h, w, c):
+            raise ValueError(f"input has shape {x.shape}; {self.spec.describe()} takes (N, {h}, {w}, {c}) NHWC")
+        for layer in self.spec.layers:
+            if isinstance(layer, (Conv, Dense)):
+                x = getattr(self, layer.name)(x)
+            elif isinstance(layer, Dropout):
+                x = getattr(self, layer.name)(x, deterministic=deterministic, rngs=rngs)
+            elif isinstance(layer, ReLU):
+                x = jax.nn.relu(x)
+            elif isinstance(layer, LRN):
+                x = lrn(x, layer)
+            elif isinstance(layer, MaxPool):
+                x = max_pool(x, layer)
+            elif isinstance(layer, AdaptiveAvgPool):
+                x = adaptive_avg_pool(x, layer)
+            elif isinstance(layer, Flatten):
+                x = x.reshape(x.shape[0], -1)  # H,W,C order: fc6's kernel rows are permuted to match
+            else:
+                raise TypeError(f"no JAX layer for kind {layer.kind!r}")
+            yield layer.name, x
+
+    def __call__(self, x, *, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
+        for _, x in self.forward(x, deterministic=deterministic, rngs=rngs):
+            pass
+        return x
+
+
+# --- canonical weights <-> parameters -----------------------------------------------------------------
+
+def _flattened_chw(spec: Spec) -> dict[str, tuple[int, int, int]]:
+    """{dense name: (C, H, W)} for the dense layer that reads the flattened feature map (fc6)."""
+    names = [layer.name for layer in spec.layers]
+    if "flatten" not in names:
+        return {}
+    first_dense = next(layer for layer in spec.layers[names.index("flatten"):] if isinstance(layer, Dense))
+    return {first_dense.name: spec.layer("flatten").in_shape}
+
+
+def load_weights(model: AlexNet, weights: dict) -> None:
+    """Copy a canonical weight dict into the model, exactly (shapes checked first)."""
+    spec = model.spec
+    spec.check_weights(weights)
+    flat = _flattened_chw(spec)
+    for layer in spec.param_layers:
+        w = np.asarray(weights[f"{layer.name}.weight"], dtype=np.float32)
+        if isinstance(layer, Conv):
+            kernel = conv_oihw_to_hwio(w)
+        elif layer.name in flat:
+            kernel = fc_rows_chw_to_hwc(w, flat[layer.name])
+        else:
+            kernel = w.T
+        module = getattr(model, layer.name)
+        module.kernel.set_value(jnp.asarray(kernel))
+        module.bias.set_value(jnp.asarray(np.asarray(weights[f"{layer.name}.bias"], dtype=np.float32)))
+
+
+def export_weights(model: AlexNet) -> dict[str, np.ndarray]:
+    """The model's parameters as canonical float32 numpy arrays: the exact inverse of load_weights."""
+    flat = _flattened_chw(model.spec)
+    weights = {}
+    for layer in model.spec.param_layers:
+        module = getattr(model, layer.name)
+        kernel = np.asarray(module.kernel[...], dtype=np.float32)
+        if isinstance(layer, Conv):
+            weight = conv_hwio_to_oihw(kernel)
+        elif layer.name in flat:
+            weight = fc_rows_hwc_to_chw(kernel, flat[layer.name])
+        else:
+            weight = np.ascontiguousarray(kernel.T)
+        weights[f"{layer.name}.weight"] = weight
+        weights[f"{layer.name}.bias"] = np.array(module.bias[...], dtype=np.float32)
+    return weights
+
+
+def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:
+    """The spec as a Flax NNX module, in eval mode (model.train() turns dropout on).
+
+    weights=None draws the variant's init rule with JAX's RNG, nnx.Rngs(seed); seed=None takes a fresh
+    seed from the OS, as torch and Keras draw from their global RNG. With weights (a canonical dict),
+    the shapes are checked and the module is built abstractly (no random draw) and then filled exactly.
+    """
+    if weights is not None:
+        spec.check_weights(weights)
+        model = nnx.eval_shape(lambda: AlexNet(spec, rngs=nnx.Rngs(0)))
+        load_weights(model, weights)
+    else:
+        model = AlexNet(spec, rngs=nnx.Rngs(secrets.randbits(32) if seed is None else seed))
+    model.eval()
+    return model
+
+
+# --- running it ------------------------------------------------------------------------------------
+
+def activations(model: AlexNet, x, *, training: bool = False, rngs: nnx.Rngs | None = None) -> dict:
+    """Every spec layer name -> its NHWC output (flatten and dense: (N, F)); nnx.jit-able.
+
+    training=True applies dropout whatever model.train()/eval() says, drawing from `rngs`; when none is
+    given a fresh OS seed is used (like torch's global RNG) -- pass rngs to reproduce, and always under jit.
+    """
+    if training and rngs is None:
+        rngs = nnx.Rngs(dropout=secrets.randbits(32))
+    return dict(model.forward(jnp.asarray(x), deterministic=not training, rngs=rngs))
+
+
+def jit_forward(model: AlexNet):
+    """The inference fast path: a jax.jit function NHWC x -> output of the last layer, eval mode, with the
+    model's parameters as they are now (later changes to the model are not seen; call again)."""
+    model = nnx.clone(model)
+    model.eval()
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, x):
+        return nnx.merge(graphdef, state)(x)
+
+    return lambda x: forward(state, x)
+
+
+def devices() -> list[str]:
+    """"cpu", plus "gpu" when JAX sees one."""
+    try:
+        return ["cpu", "gpu"] if jax.devices("gpu") else ["cpu"]
+    except RuntimeError:
+        return ["cpu"]
+
+
+def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Build from canonical weights on `device` ("cpu" or "gpu"), run eval mode at full float32 precision,
+    and return every activation as float32 numpy in the canonical layout (NCHW, flatten in C,H,W order)."""
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if device not in devices():
+        raise RuntimeError(f"JAX sees no {device}")
+    with jax.default_device(jax.devices(device)[0]), jax.default_matmul_precision("highest"):
+        model = build_model(spec, weights)
+        acts = activations(model, jnp.asarray(nchw_to_nhwc(np.asarray(x_nchw, dtype=np.float32))))
+        return {name: activation_to_nchw(spec, name, np.asarray(a, dtype=np.float32)) for name, a in acts.items()}
