@@ -1,0 +1,761 @@
+"""`alexnet bench`: throughput, compile time and peak memory of every framework, against the machine's own
+float32 matmul roof, with yardsticks (torchvision's AlexNet, each variant without LRN, plain torch.save) and
+the cold start of the framework-free commands.
+
+How it measures. The CLI process imports no framework: it times the cold starts, numpy's matmul, and runs one
+worker per framework (`python -m alexnet_cli.bench_cmd`, pinned to the CPU). The worker imports its framework
+once and forks a child per (variant, path), so each child starts from the same clean process: its compile time
+is a first compile, and its peak memory (Linux VmHWM, reset through /proc/self/clear_refs) is its own. Pairs
+that are compared (a variant and its copy without LRN; torch_impl and torchvision) are built in the same child
+and timed alternately, so a neighbour's load on this shared machine slows both alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import LRN, VARIANTS, get_spec, smallest_input_size
+
+FRAMEWORKS = {"torch": "torch_impl", "keras": "tf_impl", "flax": "jax_impl"}  # as `alexnet parity` names them
+REQUIRES = {"torch": ("torch",), "keras": ("tensorflow", "keras"), "flax": ("jax", "flax")}
+# each framework's execution paths: eager and compiled where the framework has both
+PATHS = {"torch": ("eager", "compile"), "keras": ("graph", "xla"), "flax": ("jit",)}
+PATH_HELP = {"eager": "torch eager (inference_mode)", "compile": "torch.compile (inductor)",
+             "graph": "tf.function graph", "xla": "tf.function(jit_compile=True)", "jit": "jax.jit of the NNX module"}
+FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax")
+ROOF_N = 2048  # the roof's matmul is ROOF_N x ROOF_N x ROOF_N float32: 17 GFLOP, large enough to be compute-bound
+TRAIN_FLOPS = 3  # forward + backward ~ 3x the forward's multiply-adds (weights' and inputs' gradients)
+LRN_LIMIT, YARDSTICK_LIMIT, COLD_LIMIT = 0.10, 0.97, 0.5  # the issue's bars, printed as checks
+
+
+def add_arguments(p):
+    p.add_argument("variants", nargs="*", metavar="VARIANT", help=f"variants to run (default all): {', '.join(VARIANTS)}")
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of torch,keras,flax")
+    p.add_argument("--paths", default="all", help="execution paths, comma-separated: "
+                   + "; ".join(f"{k}: {v}" for k, v in PATH_HELP.items()) + " (default all)")
+    p.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
+    p.add_argument("--input-size", help="square input size for every variant, or 'min' for each one's smallest "
+                   "(default: each variant's own)")
+    p.add_argument("--mode", choices=("infer", "train"), default="infer",
+                   help="infer: forward in eval mode; train: forward + backward (gradients), dropout on")
+    p.add_argument("--repeats", type=int, default=10, help="timed steps per model, median reported (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps after the first (compiling) one (default 2)")
+    p.add_argument("--lrn", choices=("all", "first", "none"), default="first",
+                   help="time each LRN variant again without its LRN layers: all of them, the first one "
+                   "run (default), or none")
+    p.add_argument("--no-yardstick", action="store_true", help="skip torchvision's AlexNet next to torch_impl's")
+    p.add_argument("--no-convert", action="store_true", help="skip the checkpoint conversion timing")
+    p.add_argument("--cold-runs", type=int, default=5, help="runs of each cold-start command (default 5; 0 skips)")
+    p.add_argument("--json", metavar="FILE", help="write every measurement as JSON")
+    p.add_argument("--plot", metavar="FILE", help="draw throughput, roof fraction, compile time and memory to a PNG")
+
+
+# ===================================================================================== the CLI side ======
+def _plan(args) -> dict:
+    """Validated options as the plain dict every worker gets."""
+    variants = args.variants or list(VARIANTS)
+    for v in variants:
+        if v not in VARIANTS:
+            raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+    frameworks = [n.strip() for n in args.frameworks.split(",") if n.strip()]
+    for n in frameworks:
+        if n not in FRAMEWORKS:
+            raise ValueError(f"--frameworks: unknown {n!r}; choose from {', '.join(FRAMEWORKS)}")
+    all_paths = [p for n in frameworks for p in PATHS[n]]
+    paths = all_paths if args.paths == "all" else [p.strip() for p in args.paths.split(",") if p.strip()]
+    for p in paths:
+        if p not in PATH_HELP:
+            raise ValueError(f"--paths: unknown {p!r}; choose from {', '.join(PATH_HELP)}")
+    if not any(p in paths for p in all_paths):
+        raise ValueError(f"--paths {args.paths}: none of them belongs to {', '.join(frameworks)}")
+    for name, value in (("--batch", args.batch), ("--repeats", args.repeats)):
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if args.warmup < 0 or args.cold_runs < 0:
+        raise ValueError("--warmup and --cold-runs cannot be negative")
+    sizes = {}
+    for v in variants:
+        if args.input_size in (None, "min"):
+            sizes[v] = smallest_input_size(v) if args.input_size == "min" else VARIANTS[v].input_size
+        else:
+            try:
+                sizes[v] = int(args.input_size)
+            except ValueError:
+                raise ValueError(f"--input-size must be a whole number or 'min', got {args.input_size!r}") from None
+        get_spec(v, input_size=sizes[v])  # raises the spec's one-line message for a size too small
+    lrn_variants = [v for v in variants if any(isinstance(layer, LRN) for layer in get_spec(v).layers)]
+    lrn = {"all": lrn_variants, "first": lrn_variants[:1], "none": []}[args.lrn]
+    return {"variants": variants, "sizes": sizes, "frameworks": frameworks, "paths": paths, "batch": args.batch,
+            "mode": args.mode, "repeats": args.repeats, "warmup": args.warmup, "lrn": lrn,
+            "yardstick": not args.no_yardstick, "convert": not args.no_convert}
+
+
+def _say(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def _time_best(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def numpy_roof(repeats: int = 5) -> dict:
+    import numpy as np
+
+    a, b = (np.random.default_rng(0).standard_normal((ROOF_N, ROOF_N), dtype=np.float32) for _ in range(2))
+    c = np.empty_like(a)
+    np.matmul(a, b, out=c)
+    return _roof_entry("numpy", _time_best(lambda: np.matmul(a, b, out=c), repeats))
+
+
+def _roof_entry(who: str, seconds: list[float]) -> dict:
+    flops = 2 * ROOF_N ** 3
+    return {"framework": who, "n": ROOF_N, "seconds": seconds, "gflops": flops / statistics.median(seconds) / 1e9,
+            "gflops_best": flops / min(seconds) / 1e9}
+
+
+def _alexnet_command() -> list[str]:
+    """How a user runs the CLI: the installed console script beside this Python, else `python -m`."""
+    script = shutil.which("alexnet", path=os.path.dirname(sys.executable))
+    return [script] if script else [sys.executable, "-m", "alexnet_cli"]
+
+
+_IMPORTS_PROBE = ("import atexit, json, sys\n"
+                  "atexit.register(lambda: print('@@modules ' + json.dumps(sorted({m.split('.')[0] for m in sys.modules}"
+                  " & set(%r))), file=sys.stderr))\n"
+                  "from alexnet_cli.main import main\nsys.exit(main(sys.argv[1:]))\n") % (FRAMEWORK_MODULES,)
+
+
+def cold_start(runs: int) -> list[dict]:
+    """Wall time of `alexnet summary paper` and `alexnet --help` in fresh processes, and which framework
+    modules each one imported (read from sys.modules at its exit)."""
+    out = []
+    for argv in (["summary", "paper"], ["--help"]):
+        cmd = _alexnet_command() + argv
+        walls = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+            walls.append(time.perf_counter() - t)
+        probe = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE, *argv], capture_output=True, text=True)
+        found = [line for line in probe.stderr.splitlines() if line.startswith("@@modules ")]
+        if probe.returncode != 0 or not found:
+            raise RuntimeError(f"`alexnet {' '.join(argv)}` failed: {probe.stderr.strip()[-300:]}")
+        out.append({"command": "alexnet " + " ".join(argv), "seconds": walls,
+                    "median_s": statistics.median(walls), "frameworks_imported": json.loads(found[-1][10:])})
+        _say(f"cold start `alexnet {' '.join(argv)}`: {statistics.median(walls):.3f} s median of {runs}")
+    return out
+
+
+def _framework_available(name: str) -> bool:
+    import importlib.util
+    return all(importlib.util.find_spec(m) is not None for m in REQUIRES[name])
+
+
+_TF_NOISE = re.compile(r"^(WARNING: All log messages before absl|I0000 |To enable the following instructions|"
+                       r"This TensorFlow binary is optimized)")
+
+
+def run_worker(framework: str, plan: dict) -> list[dict]:
+    """One framework's measurements, from a worker process that sees only the CPU."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
+               KERAS_BACKEND="tensorflow", PYTHONWARNINGS="ignore")
+    with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(tmp, "inductor"))  # first compiles, not cached ones
+        out = os.path.join(tmp, "results.jsonl")
+        job = json.dumps({**plan, "framework": framework, "out": out, "tmp": tmp})
+        proc = subprocess.Popen([sys.executable, "-m", "alexnet_cli.bench_cmd", job], env=env,
+                                stderr=subprocess.PIPE, text=True, bufsize=1)
+        for line in proc.stderr:  # progress through; TensorFlow's start-up chatter (which ignores
+            if not _TF_NOISE.search(line):  # TF_CPP_MIN_LOG_LEVEL since it moved to absl) left out
+                sys.stderr.write(line)
+        proc.wait()
+        records = []
+        if os.path.exists(out):
+            with open(out) as fh:
+                records = [json.loads(line) for line in fh if line.strip()]
+        if proc.returncode != 0:
+            records.append({"kind": "error", "framework": framework,
+                            "error": f"worker exited with status {proc.returncode}"})
+        return records
+
+
+def run(args) -> int:
+    plan = _plan(args)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+    _say(f"{len(plan['variants'])} variants x {', '.join(plan['frameworks'])}, batch {plan['batch']}, {plan['mode']}, "
+         f"{plan['warmup']} warm-up + {plan['repeats']} timed steps; load average {load_before[0]:.2f}")
+    records = []
+    if args.cold_runs:
+        records += [{"kind": "cold_start", **c} for c in cold_start(args.cold_runs)]
+    records.append({"kind": "roof", **numpy_roof()})
+    _say(f"numpy matmul {ROOF_N}^3: {records[-1]['gflops']:.0f} GFLOP/s")
+    for fw in plan["frameworks"]:
+        if not _framework_available(fw):
+            _say(f"{fw}: not installed, left out")
+            records.append({"kind": "error", "framework": fw, "error": "not installed"})
+            continue
+        if not any(p in plan["paths"] for p in PATHS[fw]):
+            continue
+        records += run_worker(fw, plan)
+    report = build_report(plan, records, load_before, os.getloadavg(), time.perf_counter() - started)
+    print(render(report))
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(report, fh, indent=1)
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    if args.plot:
+        plot(report, args.plot)
+        print(f"wrote {args.plot}")
+    return 1 if report["errors"] else 0
+
+
+# ============================================================================== report: numbers -> text ==
+def _median_rate(seconds: list[float], batch: int) -> float:
+    return batch / statistics.median(seconds)
+
+
+def build_report(plan, records, load_before, load_after, wall) -> dict:
+    roofs = [r for r in records if r["kind"] == "roof"]
+    roof = max(r["gflops"] for r in roofs)
+    flops_per_macs = 2 * (TRAIN_FLOPS if plan["mode"] == "train" else 1)
+    results = []
+    for r in (r for r in records if r["kind"] == "model"):
+        rate = _median_rate(r["seconds"], plan["batch"])
+        rates = sorted(plan["batch"] / s for s in r["seconds"])
+        results.append({**r, "images_per_s": rate, "images_per_s_min": rates[0], "images_per_s_max": rates[-1],
+                        "gflops": r["macs"] * flops_per_macs * rate / 1e9,
+                        "roof_fraction": r["macs"] * flops_per_macs * rate / 1e9 / roof})
+    by_key = {(r["framework"], r["path"], r["model"]): r for r in results}
+    lrn, yard = [], []
+    for r in results:
+        if r["role"] == "no_lrn":
+            base = by_key[(r["framework"], r["path"], r["variant"])]
+            lrn.append({"variant": r["variant"], "framework": r["framework"], "path": r["path"],
+                        "with_lrn": base["images_per_s"], "without_lrn": r["images_per_s"],
+                        "lrn_adds": base["step_s"] / r["step_s"] - 1})
+        if r["role"] == "yardstick":
+            base = by_key[(r["framework"], r["path"], r["variant"])]
+            yard.append({"framework": r["framework"], "path": r["path"], "yardstick": r["model"],
+                         "torch_impl": base["images_per_s"], "torchvision": r["images_per_s"],
+                         "ratio": base["images_per_s"] / r["images_per_s"], "max_abs_diff": r.get("max_abs_diff")})
+    info = {r["framework"]: r for r in records if r["kind"] == "info"}
+    return {"command": "alexnet " + shlex.join(sys.argv[1:]),
+            "plan": plan, "machine": _machine(), "versions": {k: v.get("versions", {}) for k, v in info.items()},
+            "threads": {k: v.get("threads") for k, v in info.items()},
+            "load_average_before": list(load_before), "load_average_after": list(load_after), "wall_s": wall,
+            "flops_per_image": "2 x MACs" + (" x 3 (forward + backward)" if plan["mode"] == "train" else ""),
+            "roof_gflops": roof, "roofs": roofs, "results": results, "lrn_cost": lrn, "yardstick": yard,
+            "conversion": [r for r in records if r["kind"] == "conversion"],
+            "cold_start": [r for r in records if r["kind"] == "cold_start"],
+            "errors": [r for r in records if r["kind"] == "error"]}
+
+
+def _machine() -> dict:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+def _table(rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    fmt = lambda r: "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+    return "\n".join([fmt(rows[0]), "  ".join("-" * w for w in widths), *map(fmt, rows[1:])])
+
+
+def render(report: dict) -> str:
+    plan = report["plan"]
+    m = report["machine"]
+    lines = [f"alexnet bench: {plan['mode']}, batch {plan['batch']}, median of {plan['repeats']} steps after "
+             f"{plan['warmup']} warm-up; {m['cpu'] or 'CPU'}, {m['cores']} cores; load average "
+             f"{report['load_average_before'][0]:.2f} before, {report['load_average_after'][0]:.2f} after",
+             f"roof: float32 {ROOF_N}^3 matmul, best framework median {report['roof_gflops']:.0f} GFLOP/s ("
+             + ", ".join(f"{r['framework']} {r['gflops']:.0f}" for r in report["roofs"]) + ")", ""]
+    rows = [["variant", "size", "framework", "path", "img/s", "spread", "GFLOP/s", "% roof", "compile s", "params MB",
+             "peak MB"]]
+    for r in report["results"]:
+        if r["role"] != "main":
+            continue
+        spread = (r["images_per_s_max"] - r["images_per_s_min"]) / 2 / r["images_per_s"]
+        rows.append([r["variant"], str(r["input_size"]), r["framework"], r["path"], f"{r['images_per_s']:.1f}",
+                     f"+-{100 * spread:.0f}%", f"{r['gflops']:.0f}", f"{100 * r['roof_fraction']:.0f}%",
+                     f"{r['compile_s']:.2f}", f"{r['model_mb']:.0f}", f"{r['peak_mb']:.0f}"])
+    lines.append(_table(rows, right={4, 5, 6, 7, 8, 9, 10}) if len(rows) > 1 else "(no model results)")
+    if report["lrn_cost"]:
+        rows = [["variant", "framework", "path", "with LRN img/s", "without", "LRN adds", f"<= {LRN_LIMIT:.0%}"]]
+        for r in report["lrn_cost"]:
+            rows.append([r["variant"], r["framework"], r["path"], f"{r['with_lrn']:.1f}", f"{r['without_lrn']:.1f}",
+                         f"{100 * r['lrn_adds']:+.1f}%", "yes" if r["lrn_adds"] <= LRN_LIMIT else "NO"])
+        lines += ["", "LRN cost: the same variant with its LRN layers removed, timed alternately in one process",
+                  _table(rows, right={3, 4, 5})]
+    if report["yardstick"]:
+        rows = [["path", "torch_impl img/s", "yardstick", "img/s", "ratio", f">= {YARDSTICK_LIMIT}", "max|diff|"]]
+        for r in report["yardstick"]:
+            rows.append([r["path"], f"{r['torch_impl']:.1f}", r["yardstick"], f"{r['torchvision']:.1f}",
+                         f"{r['ratio']:.3f}", "yes" if r["ratio"] >= YARDSTICK_LIMIT else "NO",
+                         f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "-"])
+        lines += ["", "torch_impl's torchvision variant against torchvision's own AlexNet (same weights, timed "
+                  "alternately)", _table(rows, right={1, 3, 4})]
+    for c in report["conversion"]:
+        if c.get("error"):
+            lines += ["", f"conversion: {c['error']}"]
+            continue
+        lines += ["", f"checkpoint of {c['variant']} ({c['params']:,} parameters, {c['mb']:.0f} MB), median of "
+                  f"{len(c['plain_s'])}: weights_convert canonical -> torch {statistics.median(c['convert_s']):.2f} s; "
+                  f"plain torch.load + torch.save {statistics.median(c['plain_s']):.2f} s"]
+    if report["cold_start"]:
+        rows = [["command", "median s", "runs", f"< {COLD_LIMIT} s", "frameworks imported"]]
+        for c in report["cold_start"]:
+            rows.append([c["command"], f"{c['median_s']:.3f}", str(len(c["seconds"])),
+                         "yes" if c["median_s"] < COLD_LIMIT else "NO", ", ".join(c["frameworks_imported"]) or "none"])
+        lines += ["", "cold start (fresh process, wall)", _table(rows, right={1, 2})]
+    for e in report["errors"]:
+        lines.append(f"ERROR {e['framework']}: {e['error']}")
+    lines.append(f"\n{report['wall_s']:.0f} s in all")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = [r for r in report["results"] if r["role"] == "main"]
+    variants = list(dict.fromkeys(r["variant"] for r in main))
+    series = list(dict.fromkeys((r["framework"], r["path"]) for r in main))
+    colors = {"eager": "#e6550d", "compile": "#a63603", "graph": "#3182bd", "xla": "#08519c", "jit": "#31a354"}
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    width = 0.8 / max(1, len(series))
+    panels = (("images_per_s", "images / s (median; bar = min..max)"), ("compile_s", "first-step compile / trace, s"),
+              ("peak_mb", "peak memory while compiling and running, MB"))
+    for ax, (key, title) in zip(axes, panels):
+        for i, s in enumerate(series):
+            xs, ys, lo, hi = [], [], [], []
+            for j, v in enumerate(variants):
+                r = next((r for r in main if (r["framework"], r["path"]) == s and r["variant"] == v), None)
+                if r:
+                    xs.append(j + (i - (len(series) - 1) / 2) * width)
+                    ys.append(r[key])
+                    lo.append(r[key] - r.get(f"{key}_min", r[key]))
+                    hi.append(r.get(f"{key}_max", r[key]) - r[key])
+            bars = ax.bar(xs, ys, width, color=colors.get(s[1]), label=f"{s[0]} {s[1]}",
+                          yerr=[lo, hi] if key == "images_per_s" else None, capsize=2)
+            if key == "images_per_s":
+                for b, v in zip(bars, (r for r in main if (r["framework"], r["path"]) == s)):
+                    ax.annotate(f"{100 * v['roof_fraction']:.0f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
+                                ha="center", va="bottom", fontsize=6, rotation=90, xytext=(0, 6),
+                                textcoords="offset points")
+        ax.set_xticks(range(len(variants)), variants, rotation=20, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    plan = report["plan"]
+    fig.suptitle(f"alexnet bench, {plan['mode']}, batch {plan['batch']}, {report['machine']['cores']} CPU cores; "
+                 f"labels: % of the {report['roof_gflops']:.0f} GFLOP/s float32 matmul roof", fontsize=10)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+# ================================================================================ the worker side ========
+def _rss_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        return int(re.search(rf"^{field}:\s+(\d+)", fh.read(), re.M).group(1))
+
+
+def _reset_peak() -> bool:
+    """Reset Linux's peak-RSS mark (VmHWM) to the current RSS; False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _without_lrn(spec):
+    return dataclasses.replace(spec, layers=tuple(layer for layer in spec.layers if not isinstance(layer, LRN)))
+
+
+class TorchRunner:
+    """torch_impl on the CPU: eager under inference_mode, or torch.compile; NCHW."""
+
+    def __init__(self):
+        import torch
+        import torch_impl
+        self.torch, self.impl = torch, torch_impl
+        self.versions = {"torch": torch.__version__}
+        self.threads = torch.get_num_threads()
+
+    def build(self, spec, weights):
+        return self.impl.build_model(spec, weights)
+
+    def yardstick(self, spec, weights):
+        """torchvision's AlexNet: the real one when torchvision imports, else the transcription below."""
+        try:
+            from torchvision.models import alexnet
+            model, name = alexnet(num_classes=spec.num_classes), "torchvision.models.alexnet"
+        except Exception:  # not installed, or installed but broken beside this torch build
+            model, name = transcribed_torchvision_alexnet(spec.num_classes), "torchvision AlexNet (transcribed)"
+        keys = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
+                "conv5": "features.10", "fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6"}
+        model.load_state_dict({f"{keys[k.split('.')[0]]}.{k.split('.')[1]}": self.torch.from_numpy(v)
+                               for k, v in weights.items()})
+        return model, name
+
+    def inputs(self, x, labels):
+        return self.torch.from_numpy(x), self.torch.from_numpy(labels)
+
+    def step(self, model, path, mode, x, y):
+        torch = self.torch
+        fn = torch.compile(model) if path == "compile" else model
+        if mode == "infer":
+            model.eval()
+
+            def infer():
+                with torch.inference_mode():
+                    return fn(x)
+            return infer
+        model.train()
+
+        def train():
+            for p in model.parameters():
+                p.grad = None
+            torch.nn.functional.cross_entropy(fn(x), y).backward()
+        return train
+
+    def output(self, model, x):
+        with self.torch.inference_mode():
+            return model.eval()(x).numpy()
+
+    def matmul(self):
+        a, b = (self.torch.randn(ROOF_N, ROOF_N) for _ in range(2))
+        c = self.torch.empty(ROOF_N, ROOF_N)
+        return lambda: self.torch.mm(a, b, out=c)
+
+
+class KerasRunner:
+    """tf_impl on the CPU: tf.function graphs, with or without XLA; NHWC."""
+
+    def __init__(self):
+        import keras
+        import tensorflow as tf
+        import tf_impl
+        self.tf, self.keras, self.impl = tf, keras, tf_impl
+        self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
+        self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+
+    def build(self, spec, weights):
+        full = get_spec(spec.variant, **spec.overrides())
+        model = self.impl.build_model(full, weights)
+        if spec == full:
+            return model
+        # tf_impl rebuilds from the variant's name, so a modified spec (LRN removed) is made here: the same
+        # layers, called in order, skipping the ones the spec dropped
+        keep = {layer.name for layer in spec.layers}
+        x = inputs = self.keras.Input(model.input_shape[1:])
+        for layer in model.layers:
+            if isinstance(layer, self.keras.layers.InputLayer):
+                continue
+            if layer.name in keep or layer.name.removesuffix("_pad") in keep:
+                x = layer(x)
+        return self.keras.Model(inputs, x)
+
+    def inputs(self, x, labels):
+        return self.tf.constant(x.transpose(0, 2, 3, 1)), self.tf.constant(labels)
+
+    def step(self, model, path, mode, x, y):
+        tf = self.tf
+        if mode == "infer":
+            fn = tf.function(lambda x: model(x, training=False), jit_compile=path == "xla")
+            return lambda: fn(x)
+
+        @tf.function(jit_compile=path == "xla")
+        def train(x, y):
+            with tf.GradientTape() as tape:
+                logits = model(x, training=True)
+                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+            return tape.gradient(loss, model.trainable_variables)
+        return lambda: train(x, y)
+
+    def matmul(self):
+        a, b = (self.tf.random.normal((ROOF_N, ROOF_N)) for _ in range(2))
+        return lambda: self.tf.linalg.matmul(a, b)
+
+
+class FlaxRunner:
+    """jax_impl on the CPU: the NNX module under jax.jit; NHWC."""
+
+    def __init__(self):
+        import flax
+        import jax
+        import jax_impl
+        from flax import nnx
+        self.jax, self.nnx, self.impl = jax, nnx, jax_impl
+        self.versions = {"jax": jax.__version__, "flax": flax.__version__}
+        self.threads = os.cpu_count()
+
+    def build(self, spec, weights):
+        return self.impl.build_model(spec, weights)
+
+    def inputs(self, x, labels):
+        return self.jax.numpy.asarray(x.transpose(0, 2, 3, 1)), self.jax.numpy.asarray(labels)
+
+    def step(self, model, path, mode, x, y):
+        jax, nnx = self.jax, self.nnx
+        if mode == "infer":
+            fn = self.impl.jit_forward(model)
+            return lambda: fn(x).block_until_ready()
+        graphdef, state = nnx.split(model)
+
+        @jax.jit
+        def grads(state, x, y, key):
+            def loss(state):
+                logits = nnx.merge(graphdef, state)(x, deterministic=False, rngs=nnx.Rngs(dropout=key))
+                return -jax.numpy.mean(jax.numpy.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+            return jax.grad(loss)(state)
+        key = jax.random.key(0)
+        return lambda: jax.block_until_ready(grads(state, x, y, key))
+
+    def matmul(self):
+        jnp = self.jax.numpy
+        a, b = (jnp.asarray(self.jax.random.normal(self.jax.random.key(i), (ROOF_N, ROOF_N))) for i in range(2))
+        f = self.jax.jit(jnp.matmul)
+        return lambda: f(a, b).block_until_ready()
+
+
+RUNNERS = {"torch": TorchRunner, "keras": KerasRunner, "flax": FlaxRunner}
+
+
+def transcribed_torchvision_alexnet(num_classes: int = 1000, dropout: float = 0.5):
+    """The yardstick where torchvision does not import: the AlexNet class of torchvision/models/alexnet.py,
+    transcribed verbatim (BSD-3-Clause, Copyright (c) Soumith Chintala 2016, all rights reserved) but for its
+    `_log_api_usage_once(self)` telemetry line."""
+    import torch
+    import torch.nn as nn
+
+    class AlexNet(nn.Module):
+        def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+                nn.Conv2d(64, 192, kernel_size=5, padding=2),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+                nn.Conv2d(192, 384, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(384, 256, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(256, 256, kernel_size=3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(kernel_size=3, stride=2),
+            )
+            self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
+            self.classifier = nn.Sequential(
+                nn.Dropout(p=dropout),
+                nn.Linear(256 * 6 * 6, 4096),
+                nn.ReLU(inplace=True),
+                nn.Dropout(p=dropout),
+                nn.Linear(4096, 4096),
+                nn.ReLU(inplace=True),
+                nn.Linear(4096, num_classes),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.features(x)
+            x = self.avgpool(x)
+            x = torch.flatten(x, 1)
+            x = self.classifier(x)
+            return x
+
+    return AlexNet(num_classes, dropout)
+
+
+def _in_child(fn):
+    """Run fn() in a forked child (clean memory, first compile) and return its list of records; inline where
+    the OS has no fork. The parent worker never computes, so no thread pool is running when it forks."""
+    if not hasattr(os, "fork"):
+        return fn()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        code = 0
+        try:
+            payload = fn()
+        except BaseException as err:  # reported, not raised: the parent goes on with the next job
+            payload, code = [{"kind": "error", "error": f"{type(err).__name__}: {err}"}], 1
+        with os.fdopen(write, "w") as fh:
+            json.dump(payload, fh)
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        data = fh.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        return [{"kind": "error", "error": f"child died (wait status {status})"}]
+    return json.loads(data)
+
+
+def _measure_group(runner, fw: str, path: str, job: dict, entries: list[tuple[str, str, object]]) -> list[dict]:
+    """Build, compile and warm up each (model name, role, builder) in turn, measuring its memory; then time
+    them alternately, `repeats` rounds."""
+    import numpy as np
+
+    variant, size = job["variant"], job["sizes"][job["variant"]]
+    spec = get_spec(variant, input_size=size)
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((job["batch"], *spec.input_shape), dtype=np.float32)
+    labels = rng.integers(0, spec.num_classes, job["batch"]).astype(np.int32 if fw != "torch" else np.int64)
+    x, y = runner.inputs(x_np, labels)
+    built = []
+    for model_name, role, make in entries:
+        base = _rss_kb("VmRSS")
+        model, spec_used, extra = make()
+        extra["model_mb"] = (_rss_kb("VmRSS") - base) / 1024  # the parameters, as this framework holds them
+        can_peak = _reset_peak()  # peak of running it: parameters, activations, workspace, compiler
+        t = time.perf_counter()
+        step = runner.step(model, path, job["mode"], x, y)
+        step()
+        first = time.perf_counter() - t
+        for _ in range(job["warmup"]):
+            step()
+        peak = ((_rss_kb("VmHWM") if can_peak else _rss_kb("VmRSS")) - base) / 1024
+        built.append((model_name, role, spec_used, step, first, peak, extra))
+        _say(f"  {fw} {path} {model_name}: first step {first:.2f} s, parameters {extra['model_mb']:.0f} MB, "
+             f"peak {peak:.0f} MB")
+    times = {name: [] for name, *_ in built}
+    for _ in range(job["repeats"]):
+        for name, _, _, step, *_ in built:
+            t = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t)
+    out = []
+    for name, role, spec_used, _, first, peak, extra in built:
+        step_s = statistics.median(times[name])
+        out.append({"kind": "model", "framework": fw, "path": path, "variant": variant, "model": name, "role": role,
+                    "input_size": size, "batch": job["batch"], "macs": spec_used.mac_count(),
+                    "seconds": times[name], "step_s": step_s, "first_step_s": first,
+                    "compile_s": max(0.0, first - step_s), "peak_mb": peak, **extra})
+    return out
+
+
+def _job_entries(runner, fw: str, path: str, job: dict):
+    """The models one child measures: the variant; its copy without LRN; torchvision's model beside torch's."""
+    from parity_tests.core import parity_weights
+
+    variant = job["variant"]
+    spec = get_spec(variant, input_size=job["sizes"][variant])
+    weights = parity_weights(spec)  # He-scaled: no layer decays into denormals, which would slow every framework
+    entries = [(variant, "main", lambda: (runner.build(spec, weights), spec, {}))]
+    if variant in job["lrn"]:
+        bare = _without_lrn(spec)
+        entries.append((f"{variant} without LRN", "no_lrn", lambda: (runner.build(bare, weights), bare, {})))
+    if fw == "torch" and variant == "torchvision" and job["yardstick"]:
+        def yardstick():
+            model, name = runner.yardstick(spec, weights)
+            # same weights, same numbers: proves the yardstick is the same network
+            xs = runner.torch.randn(2, *spec.input_shape)
+            diff = float(abs(runner.output(model, xs) - runner.output(runner.build(spec, weights), xs)).max())
+            return model, spec, {"yardstick_name": name, "max_abs_diff": diff}
+        entries.append(("torchvision yardstick", "yardstick", yardstick))
+    return entries
+
+
+def _conversion(runner, job: dict) -> list[dict]:
+    """weights_convert canonical -> torch against plain torch.load + torch.save, on one full checkpoint."""
+    import numpy as np
+
+    from parity_tests.core import parity_weights
+    torch = runner.torch
+    variant = job["variant"]
+    spec = get_spec(variant, input_size=job["sizes"][variant])
+    weights = parity_weights(spec)
+    base = {"kind": "conversion", "variant": variant, "params": spec.param_count(),
+            "mb": sum(w.nbytes for w in weights.values()) / 2**20}
+    try:
+        import weights_convert
+        load, save = weights_convert.load, weights_convert.save
+    except (ImportError, AttributeError):
+        return [{**base, "error": "weights_convert.load/save not available yet: conversion not timed"}]
+    d = job["tmp"]
+    src, dst, pt, pt2 = (os.path.join(d, n) for n in ("w.safetensors", "w.pt", "plain.pt", "plain2.pt"))
+    save(src, spec, weights, fmt="canonical")
+    torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, pt)
+
+    def convert():
+        spec_in, w = load(src, variant=variant)
+        save(dst, spec_in, w, fmt="torch")
+
+    def plain():
+        torch.save(torch.load(pt), pt2)
+    convert_s, plain_s = [], []
+    for _ in range(3):
+        convert_s += _time_best(convert, 1)
+        plain_s += _time_best(plain, 1)
+    back = torch.load(dst)
+    exact = all(np.array_equal(back[k].numpy(), v) for k, v in weights.items())
+    return [{**base, "convert_s": convert_s, "plain_s": plain_s, "bit_exact": exact}]
+
+
+def worker(job: dict) -> None:
+    fw = job["framework"]
+    out = open(job["out"], "a")
+
+    def emit(records):
+        for r in records:
+            r.setdefault("framework", fw)
+            out.write(json.dumps(r) + "\n")
+            if r["kind"] == "error":
+                _say(f"  {fw}: ERROR {r['error']}")
+        out.flush()
+
+    t = time.perf_counter()
+    runner = RUNNERS[fw]()
+    emit([{"kind": "info", "versions": runner.versions, "threads": runner.threads,
+           "import_s": time.perf_counter() - t}])
+    _say(f"{fw}: {', '.join(f'{k} {v}' for k, v in runner.versions.items())} imported in {time.perf_counter() - t:.1f} s")
+
+    def roof():
+        f = runner.matmul()
+        f()
+        return [{"kind": "roof", **_roof_entry(fw, _time_best(f, 5))}]
+    emit(_in_child(roof))
+    paths = [p for p in PATHS[fw] if p in job["paths"]]
+    for variant in job["variants"]:
+        for path in paths:
+            _say(f"{fw} {path} {variant} (input {job['sizes'][variant]}, batch {job['batch']}, {job['mode']})")
+            one = {**job, "variant": variant}
+            emit(_in_child(lambda: _measure_group(runner, fw, path, one, _job_entries(runner, fw, path, one))))
+    if fw == "torch" and job["convert"]:
+        _say("torch: checkpoint conversion")
+        emit(_in_child(lambda: _conversion(runner, {**job, "variant": job["variants"][0]})))
+    out.close()
+
+
+if __name__ == "__main__":
+    worker(json.loads(sys.argv[1]))

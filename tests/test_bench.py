@@ -1,0 +1,90 @@
+"""`alexnet bench` end to end on a tiny config. Timings are never asserted: the machine is shared and noisy."""
+import json
+
+import numpy as np
+import pytest
+
+from alexnet_cli.main import main
+from common import get_spec
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """paper and torchvision at their smallest inputs, torch eager, batch 2, one timed step: exercises the
+    worker, the LRN pair, the yardstick, the conversion, the cold starts, the JSON and the chart."""
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    d = tmp_path_factory.mktemp("bench")
+    out, png = d / "bench.json", d / "bench.png"
+    code = main(["bench", "paper", "torchvision", "--frameworks", "torch", "--paths", "eager", "--input-size", "min",
+                 "--batch", "2", "--repeats", "1", "--warmup", "0", "--cold-runs", "1",
+                 "--json", str(out), "--plot", str(png)])
+    return code, json.loads(out.read_text()), png
+
+
+def test_runs_end_to_end_with_every_section(tiny_run):
+    code, report, _ = tiny_run
+    assert code == 0 and report["errors"] == []
+    assert {"command", "plan", "machine", "roof_gflops", "roofs", "results", "lrn_cost", "yardstick",
+            "conversion", "cold_start", "load_average_before"} <= report.keys()
+    assert report["plan"]["batch"] == 2 and report["plan"]["sizes"] == {"paper": 52, "torchvision": 63}
+
+
+def test_roof_is_positive_and_measured_per_framework(tiny_run):
+    _, report, _ = tiny_run
+    assert {r["framework"] for r in report["roofs"]} == {"numpy", "torch"}
+    assert report["roof_gflops"] == max(r["gflops"] for r in report["roofs"]) > 0
+
+
+def test_each_model_result_is_complete(tiny_run):
+    _, report, _ = tiny_run
+    roles = {(r["variant"], r["role"]) for r in report["results"]}
+    assert roles == {("paper", "main"), ("paper", "no_lrn"), ("torchvision", "main"), ("torchvision", "yardstick")}
+    for r in report["results"]:
+        assert len(r["seconds"]) == 1 and r["images_per_s"] > 0 and 0 < r["roof_fraction"]
+        assert r["compile_s"] >= 0 and r["peak_mb"] > 0 and r["model_mb"] > 0
+    paper = next(r for r in report["results"] if r["model"] == "paper")
+    bare = next(r for r in report["results"] if r["role"] == "no_lrn")
+    assert paper["macs"] == bare["macs"] == get_spec("paper", input_size=52).mac_count()  # LRN has no MACs
+
+
+def test_lrn_pair_and_yardstick_are_reported(tiny_run):
+    _, report, _ = tiny_run
+    (lrn,) = report["lrn_cost"]
+    assert lrn["variant"] == "paper" and np.isfinite(lrn["lrn_adds"])
+    (yard,) = report["yardstick"]
+    assert yard["ratio"] > 0
+    assert yard["max_abs_diff"] < 1e-3  # same weights in torchvision's class: the same network
+
+
+def test_conversion_is_timed_or_says_why_not(tiny_run):
+    _, report, _ = tiny_run
+    (conv,) = report["conversion"]
+    assert conv.get("error") or (conv["bit_exact"] and len(conv["convert_s"]) == len(conv["plain_s"]) == 3)
+
+
+def test_cold_start_commands_import_no_framework(tiny_run):
+    _, report, _ = tiny_run
+    assert [c["command"] for c in report["cold_start"]] == ["alexnet summary paper", "alexnet --help"]
+    for c in report["cold_start"]:
+        assert c["frameworks_imported"] == [] and c["median_s"] > 0
+
+
+def test_chart_is_a_png(tiny_run):
+    *_, png = tiny_run
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--batch", "0"], "--batch must be at least 1"),
+    (["--frameworks", "mxnet"], "unknown 'mxnet'"),
+    (["--paths", "turbo"], "unknown 'turbo'"),
+    (["--frameworks", "torch", "--paths", "jit"], "none of them belongs to torch"),
+    (["alexnet2"], "unknown variant 'alexnet2'"),
+    (["paper", "--input-size", "big"], "whole number or 'min'"),
+    (["paper", "--input-size", "32"], "smallest input size it takes is 52"),
+])
+def test_bad_options_give_one_line_error(capsys, argv, message):
+    assert main(["bench", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err
