@@ -1,0 +1,198 @@
+"""spec -> keras.Model (TensorFlow backend, NHWC), canonical weights in and out, every activation."""
+from __future__ import annotations
+
+import weakref
+
+import numpy as np
+import tensorflow as tf
+import keras
+
+from common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, MaxPool, ReLU, Spec,
+                    activation_to_nchw, conv_hwio_to_oihw, conv_oihw_to_hwio, fc_rows_chw_to_hwc,
+                    fc_rows_hwc_to_chw, get_spec, init_bounds, nchw_to_nhwc)
+
+from .layers import AdaptiveAvgPool2D, GroupedConv2D, LocalResponseNorm, NegInfPadding2D, register
+
+
+# --- init ---------------------------------------------------------------------------------------------
+def _initializer(init: Init, fan_in: int, fan_out: int, seed: int | None) -> keras.initializers.Initializer:
+    """The Keras initializer of one common.Init rule (Keras truncates normals at 2 std and redraws)."""
+    if init.kind == "constant":
+        return keras.initializers.Constant(init.value)
+    if init.kind == "normal":
+        return keras.initializers.RandomNormal(0.0, init.value, seed=seed)
+    if init.kind == "truncated_normal":
+        return keras.initializers.TruncatedNormal(0.0, init.value, seed=seed)
+    if init.kind == "fan_in_uniform":
+        bound = init_bounds(init, fan_in, fan_out)
+        return keras.initializers.RandomUniform(-bound, bound, seed=seed)
+    if init.kind == "glorot_uniform":  # Keras counts a conv's fans as k*k*in/groups and k*k*out, as common does
+        return keras.initializers.GlorotUniform(seed=seed)
+    raise ValueError(f"unknown init rule {init.kind!r}")
+
+
+def _layer_seeds(spec: Spec, seed: int | None) -> dict[str, int | None]:
+    """A distinct seed per initializer: Keras initializers with one integer seed repeat their draws."""
+    names = [f"{layer.name}.{part}" for layer in spec.param_layers for part in ("weight", "bias")]
+    if seed is None:
+        return dict.fromkeys(names)
+    states = np.random.SeedSequence(seed).generate_state(len(names))
+    return {name: int(s % 2**31) for name, s in zip(names, states)}
+
+
+# --- graph --------------------------------------------------------------------------------------------
+def _graph(spec: Spec, seed: int | None, initialize: bool):
+    seeds = _layer_seeds(spec, seed)
+
+    def inits(layer):
+        if not initialize:  # weights are about to be assigned: skip drawing 60M random numbers
+            return dict(kernel_initializer="zeros", bias_initializer="zeros")
+        return dict(kernel_initializer=_initializer(layer.weight_init, layer.fan_in, layer.fan_out, seeds[f"{layer.name}.weight"]),
+                    bias_initializer=_initializer(layer.bias_init, layer.fan_in, layer.fan_out, seeds[f"{layer.name}.bias"]))
+
+    x = inputs = keras.Input(shape=(spec.input_size, spec.input_size, spec.in_channels), name="image")
+    for layer in spec.layers:
+        name = layer.name
+        if isinstance(layer, Conv):
+            if any(p for pair in layer.padding for p in pair):
+                x = keras.layers.ZeroPadding2D(layer.padding, name=f"{name}_pad")(x)
+            conv = GroupedConv2D if layer.groups > 1 else keras.layers.Conv2D
+            x = conv(layer.out_channels, layer.kernel, strides=layer.stride, padding="valid", groups=layer.groups,
+                     name=name, **inits(layer))(x)
+        elif isinstance(layer, MaxPool):
+            if any(p for pair in layer.padding for p in pair):
+                x = NegInfPadding2D(layer.padding, name=f"{name}_pad")(x)
+            x = keras.layers.MaxPooling2D(layer.kernel, layer.stride, padding="valid", name=name)(x)
+        elif isinstance(layer, ReLU):
+            x = keras.layers.ReLU(name=name)(x)
+        elif isinstance(layer, LRN):
+            x = LocalResponseNorm(layer.size, layer.k, layer.beta, layer.scale, name=name)(x)
+        elif isinstance(layer, AdaptiveAvgPool):
+            x = AdaptiveAvgPool2D(layer.output_size, name=name)(x)
+        elif isinstance(layer, Flatten):
+            x = keras.layers.Flatten(name=name)(x)
+        elif isinstance(layer, Dropout):
+            x = keras.layers.Dropout(layer.rate, name=name)(x)
+        elif isinstance(layer, Dense):
+            x = keras.layers.Dense(layer.out_features, name=name, **inits(layer))(x)
+        else:
+            raise TypeError(f"tf_impl has no layer for kind {layer.kind!r}")
+    return inputs, x
+
+
+@register
+class AlexNet(keras.Model):
+    """A functional Keras AlexNet that rebuilds itself from its spec.
+
+    Its config is the spec's variant, input_size, num_classes and include_top (not the layer graph),
+    so a saved .keras file loads with safe_mode=True and the loaded model still knows its spec.
+    """
+
+    def __init__(self, variant: str, input_size: int | None = None, num_classes: int | None = None,
+                 include_top: bool = True, *, seed: int | None = None, initialize: bool = True,
+                 name: str | None = None, **kwargs):
+        spec = get_spec(variant, input_size=input_size, num_classes=num_classes, include_top=include_top)
+        inputs, outputs = _graph(spec, seed, initialize)
+        super().__init__(inputs=inputs, outputs=outputs, name=name or f"alexnet_{variant.replace('-', '_')}", **kwargs)
+        self._alexnet_spec = spec
+
+    @property
+    def spec(self) -> Spec:
+        return self._alexnet_spec
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, **{"variant": self.spec.variant, **self.spec.overrides()}}
+
+
+def spec_of(model: keras.Model) -> Spec:
+    if not isinstance(model, AlexNet):
+        raise TypeError(f"{type(model).__name__} is not a tf_impl AlexNet (build one with tf_impl.build_model)")
+    return model.spec
+
+
+# --- weights ------------------------------------------------------------------------------------------
+def _fc_input_chw(spec: Spec, name: str) -> tuple[int, int, int] | None:
+    """(C, H, W) that a NHWC flatten laid out in H,W,C order, when `name` is the first dense after it."""
+    names = [layer.name for layer in spec.layers]
+    if "flatten" not in names:
+        return None
+    first_dense = next(layer for layer in spec.layers[names.index("flatten"):] if isinstance(layer, Dense))
+    return spec.layer("flatten").in_shape if first_dense.name == name else None
+
+
+def load_weights(model: keras.Model, weights: dict) -> None:
+    """Assign a canonical weight dict (conv OIHW, dense (out, in) with fc6's rows in C,H,W order)."""
+    spec = spec_of(model)
+    spec.check_weights(weights)
+    for layer in spec.param_layers:
+        w = np.asarray(weights[f"{layer.name}.weight"], dtype=np.float32)
+        if isinstance(layer, Conv):
+            kernel = conv_oihw_to_hwio(w)
+        else:
+            chw = _fc_input_chw(spec, layer.name)
+            kernel = fc_rows_chw_to_hwc(w, chw) if chw else w.T
+        native = model.get_layer(layer.name)
+        native.kernel.assign(kernel)
+        native.bias.assign(np.asarray(weights[f"{layer.name}.bias"], dtype=np.float32))
+
+
+def export_weights(model: keras.Model) -> dict[str, np.ndarray]:
+    """The canonical weight dict: float32, bit-exact inverse of load_weights."""
+    spec = spec_of(model)
+    out = {}
+    for layer in spec.param_layers:
+        native = model.get_layer(layer.name)
+        kernel = np.asarray(native.kernel.numpy(), dtype=np.float32)
+        if isinstance(layer, Conv):
+            w = conv_hwio_to_oihw(kernel)
+        else:
+            chw = _fc_input_chw(spec, layer.name)
+            w = fc_rows_hwc_to_chw(kernel, chw) if chw else np.ascontiguousarray(kernel.T)
+        out[f"{layer.name}.weight"] = w
+        out[f"{layer.name}.bias"] = np.asarray(native.bias.numpy(), dtype=np.float32)
+    return out
+
+
+def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:
+    """The Keras AlexNet of `spec`: the variant's init rule drawn by Keras (seeded by `seed`), or `weights`."""
+    if weights is not None:
+        spec.check_weights(weights)
+    model = AlexNet(spec.variant, **spec.overrides(), seed=seed, initialize=weights is None)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+# --- running ------------------------------------------------------------------------------------------
+_activation_models: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _activation_model(model: keras.Model) -> keras.Model:
+    """One functional model, sharing `model`'s layers, whose outputs are every spec layer's output."""
+    if model not in _activation_models:
+        names = [layer.name for layer in spec_of(model).layers]
+        _activation_models[model] = keras.Model(model.input, {n: model.get_layer(n).output for n in names})
+    return _activation_models[model]
+
+
+def activations(model: keras.Model, x, *, training: bool = False) -> dict[str, tf.Tensor]:
+    """Every spec layer's output for an NHWC batch, native layout (NHWC maps, H,W,C-ordered flatten)."""
+    return dict(_activation_model(model)(x, training=training))
+
+
+def devices() -> list[str]:
+    return ["cpu"] + (["gpu"] if tf.config.list_physical_devices("GPU") else [])
+
+
+def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu") -> dict[str, np.ndarray]:
+    """Build from canonical weights on `device`, run eval mode, return float32 activations in canonical layout."""
+    if device not in ("cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    if device not in devices():
+        raise RuntimeError("TensorFlow sees no GPU")
+    if device == "gpu":
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+        model = build_model(spec, weights)
+        acts = activations(model, tf.constant(nchw_to_nhwc(np.asarray(x_nchw, dtype=np.float32))))
+        return {name: activation_to_nchw(spec, name, a.numpy()).astype(np.float32) for name, a in acts.items()}
