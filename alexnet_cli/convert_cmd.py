@@ -1,0 +1,123 @@
+"""`alexnet convert SRC DST`: checkpoint format to checkpoint format, through canonical weights, bit-exact.
+
+Imports only what the two formats need (a .pth -> .caffemodel conversion never imports TensorFlow or JAX);
+--verify also builds each side's framework model and runs one input through both.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+LARGE = 8 << 20  # progress lines on stderr for sources from 8 MiB up
+TOLERANCE = 1e-4
+
+
+def add_arguments(p):
+    import weights_convert
+    from common import VARIANTS
+
+    formats = ", ".join(weights_convert.FORMATS)
+    p.add_argument("src", metavar="SRC", help="checkpoint to read (file, Orbax directory or TF checkpoint prefix)")
+    p.add_argument("dst", metavar="DST", help="checkpoint to write (replaced atomically if it exists)")
+    p.add_argument("--from", dest="src_format", metavar="FMT", help=f"format of SRC (default: from its name): {formats}")
+    p.add_argument("--to", dest="dst_format", metavar="FMT", help=f"format of DST (default: from its name): {formats}")
+    p.add_argument("--variant", metavar="V", help=f"the variant SRC holds, overriding what the file says or its "
+                   f"shapes imply: {', '.join(VARIANTS)}")
+    p.add_argument("--input-size", type=int, metavar="N", help="input size the weights are for, where the file "
+                   "does not record it and fc6 fits several")
+    p.add_argument("--prototxt", metavar="FILE", help="caffe: the net definition (deploy or train_val) that goes "
+                   "with SRC; gives or confirms the variant")
+    p.add_argument("--caffe-container", choices=("layer", "layers"), default="layer",
+                   help="caffe output: current 'layer' messages (default) or V1 'layers', as bvlc_alexnet.caffemodel")
+    p.add_argument("--verify", action="store_true", help="read DST back (must be bit-identical), run one input "
+                   "through the source and target frameworks' models and print the max relative error")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help=f"--verify fails above this relative error (default {TOLERANCE:g})")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def run(args) -> int:
+    import weights_convert as wc
+    from weights_convert._common import file_size
+
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(f"[convert] {msg}", file=sys.stderr, flush=True))
+    src_fmt = wc.get_format(args.src_format).name if args.src_format else wc.guess_format(args.src, reading=True)
+    dst_fmt = wc.get_format(args.dst_format).name if args.dst_format else wc.guess_format(args.dst, reading=False)
+    if args.prototxt and src_fmt != "caffe":
+        raise ValueError(f"--prototxt goes with a caffe SRC, not {src_fmt}")
+    large = os.path.exists(args.src) and file_size(args.src) >= LARGE
+    if not large:
+        say = (lambda msg: None)
+
+    t0 = time.perf_counter()
+    if large:
+        say(f"reading {args.src} ({src_fmt}, {_mib(file_size(args.src))}) ...")
+    options = {"prototxt": args.prototxt} if args.prototxt else {}
+    spec, weights, src_fmt = wc.load_as(args.src, args.src_format, args.variant, input_size=args.input_size,
+                                        **options)
+    params = sum(w.size for w in weights.values())
+    say(f"read {len(weights)} tensors, {params:,} parameters: {spec.describe()} ({time.perf_counter() - t0:.1f} s)")
+
+    t1 = time.perf_counter()
+    say(f"writing {args.dst} ({dst_fmt}) ...")
+    save_options = {"container": args.caffe_container} if dst_fmt == "caffe" else {}
+    wc.save(args.dst, spec, weights, fmt=dst_fmt, **save_options)
+    say(f"wrote {_mib(file_size(args.dst) if os.path.exists(args.dst) else 0)} ({time.perf_counter() - t1:.1f} s)")
+    print(f"{args.dst}: {dst_fmt}, {spec.describe()}, {params:,} parameters (from {src_fmt} {args.src})")
+
+    if args.verify:
+        return verify(args, spec, weights, src_fmt, dst_fmt, say)
+    return 0
+
+
+def verify(args, spec, weights, src_fmt, dst_fmt, say) -> int:
+    """Read DST back (bit-identical, same spec), then run one input through the source format's framework
+    and the target's, each on the weights read from its own file; print the max relative error."""
+    import numpy as np
+
+    import weights_convert as wc
+
+    spec2, back, _ = wc.load_as(args.dst, dst_fmt, spec.variant, input_size=spec.input_size)
+    if spec2 != spec:
+        print(f"verify: FAILED: {args.dst} reads back as {spec2.describe()}, not {spec.describe()}")
+        return 1
+    changed = [k for k in weights if back[k].dtype != weights[k].dtype or not np.array_equal(back[k], weights[k])]
+    if changed:
+        print(f"verify: FAILED: tensor {changed[0]!r} differs after the round trip")
+        return 1
+    x = np.random.default_rng(0).standard_normal((2, *spec.input_shape)).astype(np.float32)
+    runners = (wc.FRAMEWORK_OF[src_fmt], wc.FRAMEWORK_OF[dst_fmt])
+    say(f"running one batch through {runners[0] or 'the numpy reference'} and {runners[1] or 'the numpy reference'}")
+    a = _activations(runners[0], spec, weights, x)
+    b = _activations(runners[1], spec, back, x)
+    errors = {name: float(np.max(np.abs(a[name] - b[name])) / max(float(np.max(np.abs(b[name]))), 1e-30))
+              for name in a if name in b}
+    last = spec.layers[-1].name
+    worst = max(errors, key=errors.get)
+    ok = errors[worst] <= args.tolerance
+    print(f"verify: {len(back)} tensors bit-identical; {_label(runners[0])} vs {_label(runners[1])}: "
+          f"max relative error {errors[worst]:.2e} (at {worst}), {last} {errors[last]:.2e}"
+          + ("" if ok else f" -- FAILED, above {args.tolerance:g}"))
+    return 0 if ok else 1
+
+
+def _label(runner) -> str:
+    return runner or "numpy reference"
+
+
+def _activations(runner, spec, weights, x):
+    import importlib
+
+    import numpy as np
+
+    if runner is None:
+        from common import reference_forward
+
+        return {k: np.asarray(v, dtype=np.float64) for k, v in reference_forward(spec, weights, x).items()}
+    impl = importlib.import_module(runner)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in impl.run_activations(spec, weights, x).items()}
