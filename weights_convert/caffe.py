@@ -231,6 +231,16 @@ def read_prototxt(path: str) -> CaffeNet:
             net = prototxt.parse(fh.read(), path)
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a text file") from None
+    try:
+        layers, dims = _text_net(net, path)
+    except (TypeError, ValueError, AttributeError) as err:
+        if isinstance(err, ValueError) and str(err).startswith(path):
+            raise
+        raise ValueError(f"{path}: not a Caffe net definition ({err})") from None
+    return CaffeNet(layers, _square(dims, path) or _crop_size(layers))
+
+
+def _text_net(net: list, path: str) -> tuple[list, list]:
     layers = []
     for entry in prototxt.get_all(net, "layer") + prototxt.get_all(net, "layers"):
         if not isinstance(entry, list):
@@ -251,7 +261,7 @@ def read_prototxt(path: str) -> CaffeNet:
         dims = [int(d) for d in prototxt.get_all(prototxt.get(net, "input_shape"), "dim")]
     if not dims:
         dims = next((layer.params["input_dims"] for layer in layers if "input_dims" in layer.params), [])
-    return CaffeNet(layers, _square(dims, path) or _crop_size(layers))
+    return layers, dims
 
 
 def _text_params(entry, type_) -> dict:

@@ -68,7 +68,8 @@ def _read_tensors(prefix: str, path: str) -> dict[str, np.ndarray]:
         wanted = [n for n in shapes if n.startswith(SCOPE + "/") and n.rsplit("/", 1)[-1] in ("weights", "biases")
                   and n.count("/") == 2]
         return {name: reader.get_tensor(name) for name in wanted}
-    except (tf.errors.OpError, ValueError, RuntimeError) as err:
+    except (tf.errors.OpError, ValueError, RuntimeError, IndexError, KeyError, OverflowError, TypeError,
+            MemoryError) as err:  # TF's checkpoint reader maps its status codes onto these
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a readable TensorFlow checkpoint (truncated or corrupt?): {first}") from None
 
