@@ -19,7 +19,7 @@ from common import (VARIANTS, get_spec, init_bounds, reference_forward, smallest
                     truncated_normal_std)
 from common.reference import adaptive_avg_pool, lrn, max_pool  # noqa: E402
 from common import LRN, AdaptiveAvgPool, MaxPool  # noqa: E402
-from tf_impl.layers import AdaptiveAvgPool2D, LocalResponseNorm, NegInfPadding2D  # noqa: E402
+from tf_impl.layers import AdaptiveAvgPool2D, GroupedConv2D, LocalResponseNorm, NegInfPadding2D  # noqa: E402
 
 TOL = 1e-5
 
@@ -100,6 +100,7 @@ def test_fc6_rows_are_permuted_for_nhwc_flatten():
     model = tf_impl.build_model(spec, weights)
     x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     assert rel_err(model(x_nhwc).numpy(), logits) <= TOL
+    assert rel_err(model.infer(x_nhwc).numpy(), logits) <= TOL  # the compiled path too
     model.get_layer("fc6").kernel.assign(weights["fc6.weight"].T)
     assert rel_err(model(x_nhwc).numpy(), logits) > 1e-2
 
@@ -131,6 +132,25 @@ def test_adaptive_avg_pool_is_pytorch_exact(size):
     got = AdaptiveAvgPool2D(6)(x).numpy()
     assert got.shape == (2, 6, 6, 4)
     assert rel_err(got, ref.transpose(0, 2, 3, 1)) <= 1e-6
+
+
+def test_grouped_conv_and_lrn_gradients_match_plain_tensorflow():
+    """GroupedConv2D's per-group gradient and LocalResponseNorm's (through XLA) against plain TF."""
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((2, 9, 9, 8)).astype(np.float32) * 10)
+    conv = GroupedConv2D(6, 3, strides=2, groups=2)
+    norm = LocalResponseNorm(5, 2.0, 0.75, 1e-3)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = norm(conv(x))
+        parts = zip(tf.split(x, 2, -1), tf.split(conv.kernel, 2, -1))
+        plain_conv = tf.concat([tf.nn.conv2d(a, k, 2, "VALID") for a, k in parts], -1) + conv.bias
+        y_plain = tf.nn.local_response_normalization(plain_conv, 2, 2.0, 1e-3, 0.75)
+        probe = tf.constant(rng.standard_normal(y.shape).astype(np.float32))
+        loss, loss_plain = tf.reduce_sum(y * probe), tf.reduce_sum(y_plain * probe)
+    assert rel_err(y.numpy(), y_plain.numpy()) <= TOL
+    for ours, plain in zip(tape.gradient(loss, [x, conv.kernel]), tape.gradient(loss_plain, [x, conv.kernel])):
+        assert rel_err(ours.numpy(), plain.numpy()) <= 1e-5
 
 
 # --- native init ------------------------------------------------------------------------------------
@@ -187,14 +207,18 @@ def test_export_inverts_load_bit_for_bit(variant, size):
     assert list(exported) == list(spec.weight_shapes())
     for key, w in weights.items():
         assert exported[key].dtype == np.float32 and np.array_equal(exported[key], w), key
-    tf_impl.load_weights(model, {k: -w for k, w in weights.items()})
-    assert np.array_equal(tf_impl.export_weights(model)["fc6.weight"], -weights["fc6.weight"])
 
 
-def test_wrong_weights_are_refused_with_the_tensor_named():
-    spec = _small("caffe")
-    weights = lively_weights(spec)
+def test_load_weights_replaces_every_tensor_and_refuses_wrong_ones():
+    spec = get_spec("paper", input_size=100, num_classes=3)
+    model = tf_impl.build_model(spec, seed=0)
+    weights = lively_weights(spec, seed=2)
+    tf_impl.load_weights(model, weights)
+    exported = tf_impl.export_weights(model)
+    assert all(np.array_equal(exported[k], w) for k, w in weights.items())
     weights["conv2.weight"] = weights["conv2.weight"][:, :10]
+    with pytest.raises(ValueError, match="conv2.weight"):
+        tf_impl.load_weights(model, weights)
     with pytest.raises(ValueError, match="conv2.weight"):
         tf_impl.build_model(spec, weights)
 

@@ -100,6 +100,15 @@ class AlexNet(keras.Model):
     def spec(self) -> Spec:
         return self._alexnet_spec
 
+    def infer(self, x) -> tf.Tensor:
+        """Eval-mode forward of an NHWC batch through one cached tf.function (XLA where Keras's
+        jit_compile resolves to it: on GPUs, not on CPUs): what predict() runs, without its tf.data
+        pipeline, which costs ~20% more CPU at batch 32."""
+        if getattr(self, "_infer_fn", None) is None:
+            self._infer_fn = tf.function(lambda x: self(x, training=False), jit_compile=self.jit_compile,
+                                         reduce_retracing=True)
+        return self._infer_fn(tf.convert_to_tensor(x, dtype=self.input.dtype))
+
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, **{"variant": self.spec.variant, **self.spec.overrides()}}
 
