@@ -161,7 +161,7 @@ def plot(results, path, tolerance):
         ax.axis("off")
     axes.flat[0].legend(fontsize=6, ncol=2)
     fig.suptitle("alexnet-parity: per-layer relative error, max|a-b| / max|float64 reference|")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=110)
     os.replace(tmp, path)

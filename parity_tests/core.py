@@ -35,8 +35,15 @@ CONFIGS: tuple[tuple[str, dict], ...] = (
 
 
 def config_id(variant: str, overrides: dict) -> str:
-    return variant + "".join(f"-{k.replace('_size', '').replace('num_', '').replace('include_', '')}{v}"
-                             for k, v in overrides.items())
+    """'caffe', 'caffe@256', 'single-column/10cls', 'torchvision/notop'."""
+    label = variant
+    if "input_size" in overrides:
+        label += f"@{overrides['input_size']}"
+    if "num_classes" in overrides:
+        label += f"/{overrides['num_classes']}cls"
+    if overrides.get("include_top") is False:
+        label += "/notop"
+    return label
 
 
 def framework_available(name: str) -> bool:
