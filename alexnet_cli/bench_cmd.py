@@ -103,7 +103,7 @@ def _say(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def _time_best(fn, repeats: int) -> list[float]:
+def _times(fn, repeats: int) -> list[float]:
     out = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -118,7 +118,7 @@ def numpy_roof(repeats: int = 5) -> dict:
     a, b = (np.random.default_rng(0).standard_normal((ROOF_N, ROOF_N), dtype=np.float32) for _ in range(2))
     c = np.empty_like(a)
     np.matmul(a, b, out=c)
-    return _roof_entry("numpy", _time_best(lambda: np.matmul(a, b, out=c), repeats))
+    return _roof_entry("numpy", _times(lambda: np.matmul(a, b, out=c), repeats))
 
 
 def _roof_entry(who: str, seconds: list[float]) -> dict:
@@ -174,7 +174,6 @@ def run_worker(framework: str, plan: dict) -> list[dict]:
     env = dict(os.environ, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
                KERAS_BACKEND="tensorflow", PYTHONWARNINGS="ignore")
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
-        env.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(tmp, "inductor"))  # first compiles, not cached ones
         out = os.path.join(tmp, "results.jsonl")
         job = json.dumps({**plan, "framework": framework, "out": out, "tmp": tmp})
         proc = subprocess.Popen([sys.executable, "-m", "alexnet_cli.bench_cmd", job], env=env,
@@ -301,6 +300,9 @@ def render(report: dict) -> str:
                      f"+-{100 * spread:.0f}%", f"{r['gflops']:.0f}", f"{100 * r['roof_fraction']:.0f}%",
                      f"{r['compile_s']:.2f}", f"{r['model_mb']:.0f}", f"{r['peak_mb']:.0f}"])
     lines.append(_table(rows, right={4, 5, 6, 7, 8, 9, 10}) if len(rows) > 1 else "(no model results)")
+    lines.append("img/s: median; spread: half the min..max range; % roof: GFLOP/s over the roof; compile s: first "
+                 "step minus a steady one (trace + compile; eager: one-off set-up); params MB: resident after "
+                 "building; peak MB: highest resident while compiling and running, above the process before it")
     if report["lrn_cost"]:
         rows = [["variant", "framework", "path", "with LRN img/s", "without", "LRN adds", f"<= {LRN_LIMIT:.0%}"]]
         for r in report["lrn_cost"]:
@@ -335,6 +337,24 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _grouped_bars(ax, rows, key, groups, series, colors, err=False):
+    """One bar per (group, series) from rows with "variant", "framework", "path"; returns [(bar, row)]."""
+    width = 0.8 / max(1, len(series))
+    drawn = []
+    for i, s in enumerate(series):
+        picked = [(j, r) for j, g in enumerate(groups) for r in rows if r["variant"] == g and (r["framework"], r["path"]) == s]
+        if not picked:
+            continue
+        xs = [j + (i - (len(series) - 1) / 2) * width for j, _ in picked]
+        ys = [r[key] for _, r in picked]
+        yerr = [[r[key] - r[f"{key}_min"] for _, r in picked], [r[f"{key}_max"] - r[key] for _, r in picked]] if err else None
+        bars = ax.bar(xs, ys, width, color=colors.get(s[1]), label=f"{s[0]} {s[1]}", yerr=yerr, capsize=2)
+        drawn += list(zip(bars, (r for _, r in picked)))
+    ax.set_xticks(range(len(groups)), groups, rotation=15, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return drawn
+
+
 def plot(report: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -344,37 +364,33 @@ def plot(report: dict, path: str) -> None:
     variants = list(dict.fromkeys(r["variant"] for r in main))
     series = list(dict.fromkeys((r["framework"], r["path"]) for r in main))
     colors = {"eager": "#e6550d", "compile": "#a63603", "graph": "#3182bd", "xla": "#08519c", "jit": "#31a354"}
-    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
-    width = 0.8 / max(1, len(series))
-    panels = (("images_per_s", "images / s (median; bar = min..max)"), ("compile_s", "first-step compile / trace, s"),
-              ("peak_mb", "peak memory while compiling and running, MB"))
-    for ax, (key, title) in zip(axes, panels):
-        for i, s in enumerate(series):
-            xs, ys, lo, hi = [], [], [], []
-            for j, v in enumerate(variants):
-                r = next((r for r in main if (r["framework"], r["path"]) == s and r["variant"] == v), None)
-                if r:
-                    xs.append(j + (i - (len(series) - 1) / 2) * width)
-                    ys.append(r[key])
-                    lo.append(r[key] - r.get(f"{key}_min", r[key]))
-                    hi.append(r.get(f"{key}_max", r[key]) - r[key])
-            bars = ax.bar(xs, ys, width, color=colors.get(s[1]), label=f"{s[0]} {s[1]}",
-                          yerr=[lo, hi] if key == "images_per_s" else None, capsize=2)
-            if key == "images_per_s":
-                for b, v in zip(bars, (r for r in main if (r["framework"], r["path"]) == s)):
-                    ax.annotate(f"{100 * v['roof_fraction']:.0f}%", (b.get_x() + b.get_width() / 2, b.get_height()),
-                                ha="center", va="bottom", fontsize=6, rotation=90, xytext=(0, 6),
-                                textcoords="offset points")
-        ax.set_xticks(range(len(variants)), variants, rotation=20, fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=7)
+    fig, axes = plt.subplots(2, 2, figsize=(15, 9))
+    (rate, comp), (mem, lrn) = axes
+    for bar, r in _grouped_bars(rate, main, "images_per_s", variants, series, colors, err=True):
+        rate.annotate(f"{100 * r['roof_fraction']:.0f}%", (bar.get_x() + bar.get_width() / 2, r["images_per_s_max"]),
+                      ha="center", va="bottom", fontsize=6, rotation=90, xytext=(0, 2), textcoords="offset points")
+    rate.set_title(f"images/s, median (whisker: min..max); label: % of the {report['roof_gflops']:.0f} GFLOP/s "
+                   "matmul roof", fontsize=9)
+    rate.legend(fontsize=7)
+    _grouped_bars(comp, main, "compile_s", variants, series, colors)
+    comp.set_yscale("log")
+    comp.set_title("first step minus a steady one: trace + compile, s (log)", fontsize=9)
+    _grouped_bars(mem, main, "peak_mb", variants, series, colors)
+    mem.set_title("peak resident memory while compiling and running, MB", fontsize=9)
+    if report["lrn_cost"]:
+        rows = [{**r, "adds": 100 * r["lrn_adds"]} for r in report["lrn_cost"]]
+        _grouped_bars(lrn, rows, "adds", list(dict.fromkeys(r["variant"] for r in rows)), series, colors)
+        lrn.axhline(100 * LRN_LIMIT, color="black", lw=0.8, ls=":", label=f"{LRN_LIMIT:.0%}")
+        lrn.axhline(0, color="black", lw=0.5)
+        lrn.set_title("LRN's cost: step time with LRN / without - 1, %", fontsize=9)
+    else:
+        lrn.axis("off")
     plan = report["plan"]
-    fig.suptitle(f"alexnet bench, {plan['mode']}, batch {plan['batch']}, {report['machine']['cores']} CPU cores; "
-                 f"labels: % of the {report['roof_gflops']:.0f} GFLOP/s float32 matmul roof", fontsize=10)
+    fig.suptitle(f"alexnet bench: {plan['mode']}, batch {plan['batch']}, {report['machine']['cores']} CPU cores "
+                 f"({report['machine']['cpu']}), load average {report['load_average_before'][0]:.2f}", fontsize=10)
     fig.tight_layout()
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    fig.savefig(tmp, dpi=100)
     os.replace(tmp, path)
     plt.close(fig)
 
@@ -430,6 +446,8 @@ class TorchRunner:
 
     def step(self, model, path, mode, x, y):
         torch = self.torch
+        if path == "compile":  # an empty inductor cache for each model: its first compile, as a user meets it
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=self.tmp)
         fn = torch.compile(model) if path == "compile" else model
         if mode == "infer":
             model.eval()
@@ -715,8 +733,8 @@ def _conversion(runner, job: dict) -> list[dict]:
         torch.save(torch.load(pt), pt2)
     convert_s, plain_s = [], []
     for _ in range(3):
-        convert_s += _time_best(convert, 1)
-        plain_s += _time_best(plain, 1)
+        convert_s += _times(convert, 1)
+        plain_s += _times(plain, 1)
     back = torch.load(dst)
     exact = all(np.array_equal(back[k].numpy(), v) for k, v in weights.items())
     return [{**base, "convert_s": convert_s, "plain_s": plain_s, "bit_exact": exact}]
@@ -736,6 +754,7 @@ def worker(job: dict) -> None:
 
     t = time.perf_counter()
     runner = RUNNERS[fw]()
+    runner.tmp = job["tmp"]
     emit([{"kind": "info", "versions": runner.versions, "threads": runner.threads,
            "import_s": time.perf_counter() - t}])
     _say(f"{fw}: {', '.join(f'{k} {v}' for k, v in runner.versions.items())} imported in {time.perf_counter() - t:.1f} s")
@@ -743,7 +762,7 @@ def worker(job: dict) -> None:
     def roof():
         f = runner.matmul()
         f()
-        return [{"kind": "roof", **_roof_entry(fw, _time_best(f, 5))}]
+        return [{"kind": "roof", **_roof_entry(fw, _times(f, 5))}]
     emit(_in_child(roof))
     paths = [p for p in PATHS[fw] if p in job["paths"]]
     for variant in job["variants"]:
