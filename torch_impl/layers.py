@@ -66,26 +66,44 @@ def max_pool2d(layer: MaxPool) -> nn.MaxPool2d:
     return PaddedMaxPool2d(layer.kernel, layer.stride, pad=_pad_arg(layer.padding))
 
 
-def local_response_norm(x: torch.Tensor, size: int, scale: float, beta: float, k: float) -> torch.Tensor:
+CHUNK_ELEMENTS = 1 << 20  # 4 MB of float32: a chunk and its window sums stay in cache (L2 + L3)
+
+
+def local_response_norm(x: torch.Tensor, size: int, scale: float, beta: float, k: float, *,
+                        inplace: bool = False) -> torch.Tensor:
     """b_c = a_c / (k + scale * sum_{j=c-size//2}^{c+(size-1)//2} a_j^2) ** beta over dim 1, zeros outside.
 
-    Why not F.local_response_norm: it pads, runs avg_pool3d and allocates a fresh tensor at every step,
-    about 3x slower on CPU. Here the window sum is `size` shifted in-place adds into one buffer, which
-    then becomes the output, so the whole layer allocates twice (measured in the package's report).
+    Why not F.local_response_norm: it pads, runs avg_pool3d and allocates a fresh tensor at each of its
+    six steps, and on CPU those fresh pages cost as much as the arithmetic: it takes half the paper
+    net's time. Here, a few samples at a time, one small buffer gets k + scale * a^2 and the
+    neighbours' squares by in-place addcmul_ on channel-shifted views while it is still in cache;
+    beta = 3/4 (every AlexNet's) is rsqrt and sqrt rather than a general pow. With inplace=True the
+    result overwrites x, so the layer allocates nothing large: ~15x faster than F.local_response_norm
+    on the paper's norm1 at batch 32 on one core (the report that chose this has the numbers).
+    Autograd and torch.compile take the plain out-of-place formula, which inductor fuses on its own.
     """
-    if x.requires_grad and torch.is_grad_enabled():
-        return _local_response_norm_autograd(x, size, scale, beta, k)
-    squares = x * x
-    window = squares.clone()
-    for d in range(1, size // 2 + 1):  # channels before c
-        window[:, d:] += squares[:, :-d]
-    for d in range(1, (size - 1) // 2 + 1):  # channels after c
-        window[:, :-d] += squares[:, d:]
-    return window.mul_(scale).add_(k).pow_(-beta).mul_(x)
+    if (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+        return _local_response_norm_formula(x, size, scale, beta, k)
+    out = x if inplace else torch.empty_like(x)
+    per = max(1, CHUNK_ELEMENTS // max(1, x[0].numel()))
+    scratch = x.new_empty((min(per, len(x)), *x.shape[1:]))  # one small buffer, reused by every chunk
+    k_ = x.new_full((), k)
+    for xc, oc in zip(x.split(per), out.split(per)):
+        window = torch.addcmul(k_, xc, xc, value=scale, out=scratch[:len(xc)])
+        for d in range(1, size // 2 + 1):  # channel c takes c-d
+            window[:, d:].addcmul_(xc[:, :-d], xc[:, :-d], value=scale)
+        for d in range(1, (size - 1) // 2 + 1):  # and c+d
+            window[:, :-d].addcmul_(xc[:, d:], xc[:, d:], value=scale)
+        if beta == 0.75:  # d^-3/4 = d^-1/2 * sqrt(d^-1/2)
+            window.rsqrt_()
+            torch.mul(xc, window, out=oc).mul_(window.sqrt_())
+        else:
+            torch.mul(xc, window.pow_(-beta), out=oc)
+    return out
 
 
-def _local_response_norm_autograd(x, size, scale, beta, k):
-    """The same formula without in-place updates, for training: autograd keeps every intermediate."""
+def _local_response_norm_formula(x, size, scale, beta, k):
+    """The same formula without in-place updates, for autograd and for torch.compile to fuse."""
     squares = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))
     channels = x.shape[1]
     window = sum(squares[:, i:i + channels] for i in range(size))
@@ -93,14 +111,17 @@ def _local_response_norm_autograd(x, size, scale, beta, k):
 
 
 class LocalResponseNorm(nn.Module):
-    """Cross-channel LRN with the scale applied as given (the spec resolves alpha vs alpha/n)."""
+    """Cross-channel LRN with the scale applied as given (the spec resolves alpha vs alpha/n).
+    inplace=True overwrites its input, as nn.ReLU(inplace=True) does; AlexNet uses it so."""
 
-    def __init__(self, layer: LRN):
+    def __init__(self, layer: LRN, inplace: bool = False):
         super().__init__()
         self.size, self.scale, self.beta, self.k = layer.size, layer.scale, layer.beta, layer.k
+        self.inplace = inplace
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, self.size, self.scale, self.beta, self.k)
+        return local_response_norm(x, self.size, self.scale, self.beta, self.k, inplace=self.inplace)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, scale={self.scale:g}, beta={self.beta:g}, k={self.k:g}"
+        return (f"size={self.size}, scale={self.scale:g}, beta={self.beta:g}, k={self.k:g}"
+                + (", inplace=True" if self.inplace else ""))

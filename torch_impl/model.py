@@ -25,7 +25,7 @@ def make_layer(layer: Layer, device=None) -> nn.Module:
     if isinstance(layer, ReLU):
         return nn.ReLU(inplace=True)
     if isinstance(layer, LRN):
-        return LocalResponseNorm(layer)
+        return LocalResponseNorm(layer, inplace=True)  # its input (a ReLU's or a pool's output) is used once
     if isinstance(layer, MaxPool):
         return max_pool2d(layer)
     if isinstance(layer, AdaptiveAvgPool):

@@ -39,7 +39,7 @@ def activations(model: nn.Module, x: torch.Tensor, *, training: bool = False) ->
     outputs = {}
     try:
         for name, module in net.named_children():
-            if getattr(module, "inplace", False):  # in-place ReLU would overwrite the recorded input
+            if getattr(module, "inplace", False):  # in-place ReLU and LRN would overwrite the recorded input
                 x = x.clone()
             x = module(x)
             outputs[name] = x
