@@ -36,7 +36,8 @@ class PaddedConv2d(nn.Conv2d):
 
 class PaddedMaxPool2d(nn.MaxPool2d):
     """nn.MaxPool2d after an explicit -inf pad: Caffe's and cuda-convnet's round-up pooling, whose last
-    window runs past the edge and sees only real pixels. Used instead of ceil_mode, whose rule differs."""
+    window runs past the edge and sees only real pixels. The pads come from the spec rather than from
+    ceil_mode, so the rounding rule lives in one place (common.geometry) for every framework."""
 
     def __init__(self, *args, pad: tuple[int, int, int, int], **kwargs):
         super().__init__(*args, padding=0, **kwargs)
@@ -66,6 +67,7 @@ def max_pool2d(layer: MaxPool) -> nn.MaxPool2d:
     return PaddedMaxPool2d(layer.kernel, layer.stride, pad=_pad_arg(layer.padding))
 
 
+_is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3
 CHUNK_ELEMENTS = 1 << 20  # 4 MB of float32: a chunk and its window sums stay in cache (L2 + L3)
 
 
@@ -82,7 +84,7 @@ def local_response_norm(x: torch.Tensor, size: int, scale: float, beta: float, k
     on the paper's norm1 at batch 32 on one core (the report that chose this has the numbers).
     Autograd and torch.compile take the plain out-of-place formula, which inductor fuses on its own.
     """
-    if (x.requires_grad and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+    if (x.requires_grad and torch.is_grad_enabled()) or _is_compiling():
         return _local_response_norm_formula(x, size, scale, beta, k)
     out = x if inplace else torch.empty_like(x)
     per = max(1, CHUNK_ELEMENTS // max(1, x[0].numel()))

@@ -40,7 +40,9 @@ def make_layer(layer: Layer, device=None) -> nn.Module:
 
 
 class AlexNet(nn.Sequential):
-    """One AlexNet spec, layer by layer, under the spec's layer names. `self.spec` says which one."""
+    """One AlexNet spec, layer by layer, under the spec's layer names. `self.spec` says which one.
+    Use build_model(spec) to get one initialised by the variant's rule or loaded from weights; this
+    constructor alone leaves torch's default init."""
 
     def __init__(self, spec: Spec, device=None):
         super().__init__(OrderedDict((layer.name, make_layer(layer, device)) for layer in spec.layers))
