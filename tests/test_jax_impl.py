@@ -1,0 +1,296 @@
+"""jax_impl: the Flax NNX AlexNet against the float64 reference, layer by layer, plus its NNX conventions."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+pytest.importorskip("flax")
+
+import flax.serialization  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import jax_impl  # noqa: E402
+from common import (VARIANTS, activation_to_nchw, get_spec, init_bounds, init_weights, nchw_to_nhwc,  # noqa: E402
+                    reference_forward, smallest_input_size, truncated_normal_std)
+
+TOL = 1e-5
+
+
+def live_weights(spec, seed=0):
+    """Weights that keep every layer alive and vary over space and channel: He-scaled normals, small
+    random biases, and conv1 scaled x30 (pixels-in-[0,255] magnitudes) so LRN is far from the identity."""
+    rng = np.random.default_rng(seed)
+    weights = {}
+    for layer in spec.param_layers:
+        gain = 30.0 if layer.name == "conv1" else 1.0
+        w = rng.standard_normal(layer.weight_shape, dtype=np.float32) * np.float32(gain * np.sqrt(2.0 / layer.fan_in))
+        weights[f"{layer.name}.weight"] = w
+        weights[f"{layer.name}.bias"] = (rng.standard_normal(layer.weight_shape[0]) * 0.1 * gain).astype(np.float32)
+    return weights
+
+
+def batch(spec, n=2, seed=1):
+    return np.random.default_rng(seed).standard_normal((n, *spec.input_shape)).astype(np.float32)
+
+
+def rel_err(a, b):
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+CASES = [(v, {}) for v in VARIANTS] + [
+    ("torchvision", {"input_size": 256}),  # adaptive pool 7 -> 6: overlapping bins
+    ("torchvision", {"input_size": 320}),  # 9 -> 6
+    ("caffe", {"input_size": 256}),  # ceil pooling gives a 7x7 pool5
+    ("paper", {"input_size": 227}),  # no asymmetric conv1 pad
+    ("caffenet", {"num_classes": 10}),
+    ("slim-v2", {"include_top": False}),
+]
+
+
+@pytest.mark.parametrize("variant,overrides", CASES, ids=[f"{v}-{o}" if o else v for v, o in CASES])
+def test_every_layer_matches_reference(variant, overrides):
+    spec = get_spec(variant, **overrides)
+    weights, x = live_weights(spec), batch(spec)
+    ref = reference_forward(spec, weights, x)
+    got = jax_impl.run_activations(spec, weights, x, "cpu")
+    assert list(got) == [layer.name for layer in spec.layers]
+    for name, want in ref.items():
+        assert got[name].dtype == np.float32 and got[name].shape == want.shape, name
+        assert rel_err(got[name], want) < TOL, f"{name}: {rel_err(got[name], want):.2e}"
+    assert np.abs(ref[spec.layers[-1].name]).max() > 0.1  # the weights kept the last layer alive
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif("gpu" not in jax_impl.devices(), reason="JAX sees no GPU")
+@pytest.mark.parametrize("variant", ["paper", "torchvision"])
+def test_gpu_matches_reference(variant):
+    spec = get_spec(variant)
+    weights, x = live_weights(spec), batch(spec)
+    ref = reference_forward(spec, weights, x)
+    got = jax_impl.run_activations(spec, weights, x, "gpu")
+    for name, want in ref.items():
+        assert rel_err(got[name], want) < TOL, f"{name}: {rel_err(got[name], want):.2e}"
+
+
+def test_fc6_reads_the_nhwc_flatten_in_canonical_order():
+    """fc6's kernel rows are permuted C,H,W -> H,W,C. The classic port bug, a plain transpose, is put in
+    by hand to show this test catches it."""
+    spec = get_spec("caffe", input_size=115)  # pool5 3x3: the flatten mixes space and channel
+    weights, x = live_weights(spec), jnp.asarray(nchw_to_nhwc(batch(spec)))
+    model = jax_impl.build_model(spec, weights)
+    run = nnx.jit(lambda m, x: jax_impl.activations(m, x))
+    acts = run(model, x)
+    flat_chw = activation_to_nchw(spec, "flatten", np.asarray(acts["flatten"], dtype=np.float64))
+    want = flat_chw @ weights["fc6.weight"].T.astype(np.float64) + weights["fc6.bias"]
+    assert rel_err(np.asarray(acts["fc6"]), want) < TOL
+    model.fc6.kernel[...] = jnp.asarray(weights["fc6.weight"].T)  # transposed, rows not permuted
+    assert rel_err(np.asarray(run(model, x)["fc6"]), want) > 0.1
+
+
+def test_load_then_export_is_bit_identical():
+    for variant in ("paper", "torchvision", "slim-v2"):  # grouped convs, adaptive pool, plain
+        spec = get_spec(variant, input_size=smallest_input_size(variant) + 16)
+        weights = live_weights(spec, seed=3)
+        out = jax_impl.export_weights(jax_impl.build_model(spec, weights))
+        assert list(out) == list(spec.weight_shapes())
+        for key, w in weights.items():
+            assert out[key].dtype == np.float32 and np.array_equal(out[key], w), key
+
+
+def test_parameter_paths_and_layout_are_canonical():
+    spec = get_spec("paper")
+    model = jax_impl.build_model(spec, live_weights(spec))
+    params = nnx.to_pure_dict(nnx.state(model))
+    names = {f"{layer}.{'weight' if p == 'kernel' else p}" for layer, d in params.items() for p in d}
+    assert names == set(spec.weight_shapes())
+    assert params["conv2"]["kernel"].shape == (5, 5, 48, 256)  # HWIO with I = in/groups
+    assert params["fc7"]["kernel"].shape == (4096, 4096) and params["fc8"]["kernel"].shape == (4096, 1000)
+
+
+def test_state_is_params_only_and_serialises():
+    spec = get_spec("caffe", input_size=smallest_input_size("caffe"))
+    model = jax_impl.build_model(spec, live_weights(spec))
+    assert not jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param)))  # no RNG state in the module
+    pure = nnx.to_pure_dict(nnx.state(model))
+    restored = flax.serialization.from_bytes(pure, flax.serialization.to_bytes(pure))
+    other = jax_impl.build_model(spec, live_weights(spec, seed=5))
+    state = nnx.state(other)
+    nnx.replace_by_pure_dict(state, restored)
+    nnx.update(other, state)
+    a, b = jax_impl.export_weights(model), jax_impl.export_weights(other)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_load_weights_checks_shapes():
+    spec = get_spec("caffe")
+    weights = init_weights(get_spec("caffe", input_size=256), seed=0)  # fc6 made for 256
+    with pytest.raises(ValueError, match="fc6.weight"):
+        jax_impl.build_model(spec, weights)
+    small = get_spec("caffe", input_size=smallest_input_size("caffe"))
+    model = jax_impl.build_model(small, live_weights(small))
+    with pytest.raises(ValueError, match="conv1.weight"):
+        jax_impl.load_weights(model, {k: v for k, v in weights.items() if k != "conv1.weight"})
+
+
+def test_input_layout_is_checked():
+    spec = get_spec("slim-v2", input_size=smallest_input_size("slim-v2"))
+    model = jax_impl.build_model(spec, live_weights(spec))
+    with pytest.raises(ValueError, match="NHWC"):
+        model(jnp.zeros((1, *spec.input_shape)))  # NCHW by mistake
+
+
+# --- native init -----------------------------------------------------------------------------------------
+
+def _check_init(init, values, fan_in, fan_out, where):
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if init.kind == "constant":
+        assert np.all(v == np.float32(init.value)), where
+        return
+    assert abs(v.mean()) < 4 * v.std() / np.sqrt(v.size) + 1e-12, where
+    rel = 4 * np.sqrt(1.0 / v.size) + 0.01  # tolerance on the std: ~4 sigma of its estimate
+    if init.kind == "normal":
+        assert abs(v.std() / init.value - 1) < rel, where
+        assert np.abs(v).max() > 3 * init.value, where  # untruncated
+    elif init.kind == "truncated_normal":
+        assert np.abs(v).max() <= 2 * init.value * (1 + 1e-6), where
+        assert np.abs(v).max() > 1.9 * init.value, where
+        assert abs(v.std() / truncated_normal_std(init.value) - 1) < rel, where
+    else:  # uniform rules: U(-bound, bound)
+        bound = init_bounds(init, fan_in, fan_out)
+        assert np.abs(v).max() <= bound * (1 + 1e-6), where
+        assert v.max() > 0.8 * bound and v.min() < -0.8 * bound, where
+        assert abs(v.std() / (bound / np.sqrt(3)) - 1) < 2 * rel, where
+
+
+def init_spec(variant):
+    return get_spec(variant, input_size=smallest_input_size(variant) + 16)  # the rules do not depend on size
+
+
+@pytest.mark.parametrize("variant", ["caffe", "torchvision", "slim-v2"])  # every rule kind, paper's are caffe's
+def test_native_init_follows_the_variant_rule(variant):
+    """Per layer: normal std, truncated normal (pre-truncation std, cut at 2 std), constants, and the
+    uniform bounds of fan_in_uniform (weight and bias) and glorot_uniform."""
+    spec = init_spec(variant)
+    weights = jax_impl.export_weights(jax_impl.build_model(spec, seed=0))
+    for layer in spec.param_layers:
+        _check_init(layer.weight_init, weights[f"{layer.name}.weight"], layer.fan_in, layer.fan_out,
+                    f"{layer.name}.weight")
+        _check_init(layer.bias_init, weights[f"{layer.name}.bias"], layer.fan_in, layer.fan_out,
+                    f"{layer.name}.bias")
+
+
+def test_seed_makes_init_reproducible():
+    spec = get_spec("torchvision", input_size=init_spec("torchvision").input_size, include_top=False)
+    a, b, c, d = (jax_impl.export_weights(jax_impl.build_model(spec, seed=s)) for s in (7, 7, 8, None))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["conv1.weight"], c["conv1.weight"])
+    assert not np.array_equal(a["conv1.weight"], d["conv1.weight"])  # seed=None: a fresh seed
+
+
+# --- NNX conventions: split/merge, jit, train/eval ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_paper():
+    """Groups, LRN, ceil pooling and dropout, at a small input so compiles stay quick."""
+    spec = get_spec("paper", input_size=smallest_input_size("paper") + 24)
+    model = jax_impl.build_model(spec, live_weights(spec))
+    return spec, model, jnp.asarray(nchw_to_nhwc(batch(spec)))
+
+
+def test_split_merge_round_trip(small_paper):
+    spec, model, x = small_paper
+    graphdef, state = nnx.split(model)
+    again = nnx.merge(graphdef, state)
+    assert again.spec == spec
+    assert np.array_equal(np.asarray(again(x)), np.asarray(model(x)))
+
+
+def test_jit_matches_eager(small_paper):
+    spec, model, x = small_paper
+    eager = jax_impl.activations(model, x)
+    jitted = nnx.jit(lambda m, x: jax_impl.activations(m, x))(model, x)
+    for name in eager:
+        assert rel_err(np.asarray(jitted[name]), np.asarray(eager[name])) < TOL, name
+    fast = jax_impl.jit_forward(model)
+    assert rel_err(np.asarray(fast(x)), np.asarray(eager["fc8"])) < TOL
+    assert rel_err(np.asarray(nnx.jit(lambda m, x: m(x))(model, x)), np.asarray(eager["fc8"])) < TOL
+
+
+def test_dropout_only_in_train_mode(small_paper):
+    spec, model, x = small_paper
+    evaluated = np.asarray(model(x))
+    assert np.array_equal(np.asarray(model(x)), evaluated)  # eval mode: deterministic
+    model.train()
+    try:
+        a = model(x, rngs=nnx.Rngs(dropout=0))
+        b = model(x, rngs=nnx.Rngs(dropout=0))
+        c = model(x, rngs=nnx.Rngs(dropout=1))
+        jitted = nnx.jit(lambda m, x, r: m(x, rngs=r))(model, x, nnx.Rngs(dropout=0))
+    finally:
+        model.eval()
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    assert not np.allclose(np.asarray(a), evaluated) and not np.allclose(np.asarray(a), np.asarray(c))
+    assert rel_err(np.asarray(jitted), np.asarray(a)) < TOL  # same key, same mask under jit
+    np.testing.assert_array_equal(np.asarray(model(x)), evaluated)  # back in eval mode
+
+    acts = jax_impl.activations(model, x, training=True, rngs=nnx.Rngs(dropout=2))
+    relu6, drop6 = np.asarray(acts["relu6"]), np.asarray(acts["drop6"])
+    kept = drop6 != 0
+    np.testing.assert_allclose(drop6[kept], 2 * relu6[kept], rtol=1e-6)  # rate 0.5: survivors scaled by 2
+    alive = relu6 != 0
+    assert 0.4 < 1 - kept[alive].mean() < 0.6
+
+
+def test_rate_zero_dropout_is_the_identity_in_train_mode(small_paper):
+    spec, _, x = small_paper
+    no_drop = dataclasses.replace(spec, layers=tuple(
+        dataclasses.replace(layer, rate=0.0) if layer.kind == "dropout" else layer for layer in spec.layers))
+    model = jax_impl.build_model(no_drop, live_weights(spec))
+    evaluated = np.asarray(model(x))
+    model.train()
+    assert np.array_equal(np.asarray(model(x, rngs=nnx.Rngs(dropout=0))), evaluated)
+
+
+def test_devices_lists_cpu():
+    assert jax_impl.devices()[0] == "cpu"
+    with pytest.raises(ValueError):
+        jax_impl.run_activations(get_spec("caffe"), {}, np.zeros((1, 3, 227, 227), np.float32), "tpu")
+
+
+def test_import_pulls_in_no_other_framework():
+    code = ("import sys, jax_impl; bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fast_layers_have_the_plain_gradients():
+    """The sliced max pool and the rsqrt LRN differentiate like lax.reduce_window and the plain formula."""
+    from jax import lax
+
+    from jax_impl.layers import lrn, max_pool
+
+    spec = get_spec("caffe", input_size=119)  # pool1 rounds 28 -> 14 up: an extra -inf row and column
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 28, 28, 8), dtype=np.float32) * 20)
+    norm, pool = spec.layer("norm1"), spec.layer("pool1")
+    assert pool.padding == ((0, 1), (0, 1))
+
+    def plain_lrn(x):
+        sq = jnp.pad(x * x, ((0, 0), (0, 0), (0, 0), (2, 2)))
+        return x / (norm.k + norm.scale * sum(sq[..., i:i + x.shape[-1]] for i in range(5))) ** norm.beta
+
+    def plain_pool(x):
+        (t, b), (l, r) = pool.padding
+        return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (t, b), (l, r), (0, 0)))
+
+    for fast, plain in ((lambda x: lrn(x, norm), plain_lrn), (lambda x: max_pool(x, pool), plain_pool)):
+        assert rel_err(np.asarray(fast(x)), np.asarray(plain(x))) < 1e-6
+        g_fast = jax.grad(lambda x: jnp.sum(fast(x) ** 2))(x)
+        g_plain = jax.grad(lambda x: jnp.sum(plain(x) ** 2))(x)
+        assert rel_err(np.asarray(g_fast), np.asarray(g_plain)) < 1e-5
