@@ -247,8 +247,9 @@ def test_lrn_matches_the_definition_and_torch(size, beta, monkeypatch):
     ours = ti.local_response_norm(xa, size, scale, beta, k, inplace=True)  # never in place under autograd
     theirs = F.local_response_norm(xb, size, alpha=scale * size, beta=beta, k=k)
     np.testing.assert_allclose(ours.detach().numpy(), expected, rtol=1e-12)
-    ours.sum().backward()
-    theirs.sum().backward()
+    upstream = torch.randn(x.shape, generator=g, dtype=torch.float64)
+    ours.backward(upstream)
+    theirs.backward(upstream)
     np.testing.assert_allclose(xa.grad.numpy(), xb.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
