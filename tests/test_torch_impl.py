@@ -69,6 +69,7 @@ def test_forward_is_the_last_activation(variant, overrides):
     assert out.shape == (2, *spec.output_shape)
     assert torch.equal(out, acts[spec.layers[-1].name])
     assert (acts["conv1"] < 0).any(), "the in-place ReLU overwrote the recorded conv1 output"
+    assert torch.equal(acts["relu1"], acts["conv1"].relu()), "an in-place layer overwrote the recorded relu1"
 
 
 def test_wrong_input_shape_says_what_the_model_takes():
