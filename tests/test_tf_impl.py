@@ -153,6 +153,25 @@ def test_grouped_conv_and_lrn_gradients_match_plain_tensorflow():
         assert rel_err(ours.numpy(), plain.numpy()) <= 1e-5
 
 
+def test_lrn_leaves_compiling_to_an_enclosing_xla_function():
+    """Inside jit_compile (Keras's train step on GPU) LRN must be plain ops: a nested compiled function
+    there makes XLA constant-fold the following MaxPoolGrad for minutes."""
+    from tf_impl.layers import _in_xla_context
+    norm, seen = LocalResponseNorm(5, 2.0, 0.75, 1e-3), []
+
+    def step(x):
+        seen.append(_in_xla_context())
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = tf.reduce_sum(tf.nn.max_pool2d(norm(x), 3, 2, "VALID") ** 2)
+        return y, tape.gradient(y, x)
+
+    x = tf.constant(np.random.default_rng(0).standard_normal((1, 7, 7, 8)).astype(np.float32) * 10)
+    (y_xla, g_xla), (y, g) = tf.function(step, jit_compile=True)(x), tf.function(step)(x)
+    assert seen == [True, False]
+    assert rel_err(y_xla.numpy(), y.numpy()) <= TOL and rel_err(g_xla.numpy(), g.numpy()) <= TOL
+
+
 # --- native init ------------------------------------------------------------------------------------
 def _small(variant, **kw):
     return get_spec(variant, input_size=max(67, smallest_input_size(variant)), **kw)
