@@ -1,6 +1,7 @@
 """tf_impl: the Keras AlexNet against the float64 reference, layer by layer, and as a Keras citizen
 (native init, weight round trips, .keras files under safe_mode, fit, summary)."""
 import ast
+import dataclasses
 import os
 import subprocess
 import sys
@@ -240,6 +241,21 @@ def test_load_weights_replaces_every_tensor_and_refuses_wrong_ones():
         tf_impl.load_weights(model, weights)
     with pytest.raises(ValueError, match="conv2.weight"):
         tf_impl.build_model(spec, weights)
+
+
+def test_a_modified_spec_is_built_as_given(tmp_path):
+    """Parity's broken variants and the bench's LRN-less nets hand build_model a spec get_spec never makes."""
+    spec = get_spec("caffe", input_size=103, num_classes=3)
+    no_lrn = dataclasses.replace(spec, layers=tuple(layer for layer in spec.layers if layer.kind != "lrn"))
+    weights = lively_weights(spec)
+    x = images(spec)
+    got = tf_impl.run_activations(no_lrn, weights, x)
+    assert "norm1" not in got
+    assert_parity(no_lrn, weights, x, got)
+    model = tf_impl.build_model(no_lrn, weights)
+    assert tf_impl.spec_of(model) is no_lrn
+    with pytest.raises(ValueError, match="modified spec"):
+        model.save(str(tmp_path / "modified.keras"))
 
 
 def test_model_knows_its_spec():

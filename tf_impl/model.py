@@ -86,12 +86,15 @@ class AlexNet(keras.Model):
 
     Its config is the spec's variant, input_size, num_classes and include_top (not the layer graph),
     so a saved .keras file loads with safe_mode=True and the loaded model still knows its spec.
+    `spec` builds a hand-modified spec instead (a test's broken variant, a bench's LRN-less one);
+    such a model runs and trains but has no config to save.
     """
 
     def __init__(self, variant: str, input_size: int | None = None, num_classes: int | None = None,
-                 include_top: bool = True, *, seed: int | None = None, initialize: bool = True,
-                 name: str | None = None, **kwargs):
-        spec = get_spec(variant, input_size=input_size, num_classes=num_classes, include_top=include_top)
+                 include_top: bool = True, *, spec: Spec | None = None, seed: int | None = None,
+                 initialize: bool = True, name: str | None = None, **kwargs):
+        if spec is None:
+            spec = get_spec(variant, input_size=input_size, num_classes=num_classes, include_top=include_top)
         inputs, outputs = _graph(spec, seed, initialize)
         super().__init__(inputs=inputs, outputs=outputs, name=name or f"alexnet_{variant.replace('-', '_')}", **kwargs)
         self._alexnet_spec = spec
@@ -110,7 +113,10 @@ class AlexNet(keras.Model):
         return self._infer_fn(tf.convert_to_tensor(x, dtype=self.input.dtype))
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, **{"variant": self.spec.variant, **self.spec.overrides()}}
+        if self.spec != get_spec(self.spec.variant, **self.spec.overrides()):
+            raise ValueError(f"this {self.spec.variant} model was built from a modified spec, which its config "
+                             "cannot hold; save its weights instead")
+        return {"name": self.name, "trainable": self.trainable, "variant": self.spec.variant, **self.spec.overrides()}
 
 
 def spec_of(model: keras.Model) -> Spec:
@@ -166,7 +172,7 @@ def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = N
     """The Keras AlexNet of `spec`: the variant's init rule drawn by Keras (seeded by `seed`), or `weights`."""
     if weights is not None:
         spec.check_weights(weights)
-    model = AlexNet(spec.variant, **spec.overrides(), seed=seed, initialize=weights is None)
+    model = AlexNet(spec.variant, **spec.overrides(), spec=spec, seed=seed, initialize=weights is None)
     if weights is not None:
         load_weights(model, weights)
     return model
