@@ -17,7 +17,16 @@ def add_arguments(p):
     import weights_convert
     from common import VARIANTS
 
+    import argparse
+
     formats = ", ".join(weights_convert.FORMATS)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = "formats:\n" + "\n".join(
+        f"  {f.name:<12} {f.files}" + ("" if f.holds == "all" else f" ({f.holds} only)")
+        for f in weights_convert.FORMATS.values()) + (
+        "\n\nThe variant is read from the file where it records it (canonical, keras, flax Orbax, caffe's layer "
+        "order),\nelse inferred from the tensor shapes; caffe, caffenet and paper share shapes, so a file that "
+        "records\nnothing needs --variant.")
     p.add_argument("src", metavar="SRC", help="checkpoint to read (file, Orbax directory or TF checkpoint prefix)")
     p.add_argument("dst", metavar="DST", help="checkpoint to write (replaced atomically if it exists)")
     p.add_argument("--from", dest="src_format", metavar="FMT", help=f"format of SRC (default: from its name): {formats}")
@@ -56,7 +65,8 @@ def run(args) -> int:
 
     t0 = time.perf_counter()
     if large:
-        say(f"reading {args.src} ({src_fmt}, {_mib(file_size(args.src))}) ...")
+        label = src_fmt if args.src_format or src_fmt != "torch" else "torch or torchvision, by its keys"
+        say(f"reading {args.src} ({label}, {_mib(file_size(args.src))}) ...")
     options = {"prototxt": args.prototxt} if args.prototxt else {}
     spec, weights, src_fmt = wc.load_as(args.src, args.src_format, args.variant, input_size=args.input_size,
                                         **options)

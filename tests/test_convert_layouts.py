@@ -13,6 +13,7 @@ the model built from the converted file must compute what the source model compu
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import numpy as np
 import pytest
@@ -222,3 +223,57 @@ def test_slim_checkpoint_from_slim_variable_names(tmp_path):
     written = dict(tf.train.list_variables(ours))
     assert written == {k: v for k, v in names.items() if k.startswith("alexnet_v2/") and "Momentum" not in k}
     assert np.array_equal(slim_forward(spec, ours, x), expected)
+
+
+# --- files the frameworks write themselves (no alexnet metadata) ----------------------------------------------
+
+def test_files_written_by_the_frameworks_themselves(tmp_path):
+    """torch.save(model.state_dict()), model.save_weights / model.save, and Orbax / msgpack of nnx.state:
+    what a user of each impl writes without weights_convert; and each impl loads what we write."""
+    spec = get_spec("slim-v2", include_top=False)
+    w = parity_weights(spec, seed=8)
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        import torch_impl
+
+        model = torch_impl.build_model(spec, weights=w)
+        torch.save(model.state_dict(), tmp_path / "user.pt")
+        assert same_weights(w, wc.load(str(tmp_path / "user.pt"))[1])
+        wc.save(str(tmp_path / "ours.pt"), spec, w)
+        fresh = torch_impl.build_model(spec)
+        fresh.load_state_dict(torch.load(tmp_path / "ours.pt", weights_only=True))
+        assert same_weights(w, torch_impl.export_weights(fresh))
+    if importlib.util.find_spec("tensorflow"):
+        import tf_impl
+
+        model = tf_impl.build_model(spec, weights=w)
+        model.save_weights(str(tmp_path / "user.weights.h5"))
+        model.save(str(tmp_path / "user.keras"))
+        for name in ("user.weights.h5", "user.keras"):
+            spec2, w2 = wc.load(str(tmp_path / name))
+            assert spec2 == spec and same_weights(w, w2), name
+        wc.save(str(tmp_path / "ours.weights.h5"), spec, w)
+        fresh = tf_impl.build_model(spec)
+        fresh.load_weights(str(tmp_path / "ours.weights.h5"))
+        assert same_weights(w, tf_impl.export_weights(fresh))
+    if importlib.util.find_spec("flax"):
+        import orbax.checkpoint as ocp
+        from flax import nnx, serialization
+
+        import jax_impl
+
+        model = jax_impl.build_model(spec, weights=w)
+        checkpointer = ocp.StandardCheckpointer()
+        checkpointer.save(str(tmp_path / "user_orbax"), nnx.state(model))
+        checkpointer.wait_until_finished()
+        (tmp_path / "user.msgpack").write_bytes(serialization.to_bytes(nnx.to_pure_dict(nnx.state(model))))
+        for name in ("user_orbax", "user.msgpack"):
+            spec2, w2 = wc.load(str(tmp_path / name), variant="slim-v2")
+            assert spec2 == spec and same_weights(w, w2), name
+        wc.save(str(tmp_path / "ours.msgpack"), spec, w)
+        fresh = jax_impl.build_model(spec)
+        state = nnx.state(fresh)
+        nnx.replace_by_pure_dict(state, serialization.msgpack_restore((tmp_path / "ours.msgpack").read_bytes()))
+        nnx.update(fresh, state)
+        assert same_weights(w, jax_impl.export_weights(fresh))

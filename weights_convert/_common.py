@@ -24,22 +24,20 @@ def shape_str(shape) -> str:
 
 
 def to_float32(array, source: str, name: str) -> np.ndarray:
-    """A float32 C-contiguous array. float16/bfloat16/float32 convert exactly; float64 is rounded to
-    nearest (what `.float()` does); anything else is an error naming the tensor."""
+    """A float32, C-contiguous, aligned, writable array (a view into a file's bytes is copied). float16 and
+    float32 convert exactly; float64 is rounded to nearest (what `.float()` does); anything else is an
+    error naming the tensor."""
     array = np.asarray(array)
     if array.dtype.kind != "f":
         raise ValueError(f"{source}: tensor {name!r} has dtype {array.dtype}; weights must be floating point")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return np.require(array, dtype=np.float32, requirements=["C", "A", "W"])
 
 
 # --- which spec do these shapes mean? ----------------------------------------------------------------------
 
-def _features(variant: str, input_size: int) -> int:
-    return get_spec(variant, input_size=input_size, include_top=False).output_shape  # (C, H, W)
-
-
 def _flat_features(variant: str, input_size: int) -> int:
-    return int(np.prod(_features(variant, input_size)))
+    """How many features the variant's conv part hands fc6 at this input size."""
+    return int(np.prod(get_spec(variant, input_size=input_size, include_top=False).output_shape))
 
 
 def input_sizes_for(variant: str, fc6_in: int) -> range:
@@ -132,13 +130,13 @@ def resolve_spec(shapes: dict[str, tuple], source: str, *, variant: str | None =
         detail = "; ".join(f"{name}: {misses[name]}" for name in candidates)
         raise ValueError(f"{source}: the file's layers say {allowed}, but its tensors do not fit: {detail}")
     conv1 = shapes.get("conv1.weight")
-    nearest = min(candidates, key=lambda v: _distance(v, shapes, input_size))
+    nearest = min(candidates, key=lambda v: _distance(v, shapes))
     raise ValueError(f"{source}: the tensor shapes fit no AlexNet variant"
                      + (f" (conv1.weight is {shape_str(conv1)})" if conv1 is not None else "")
                      + f"; nearest is {nearest}: {misses[nearest]}")
 
 
-def _distance(variant: str, shapes: dict, input_size: int | None) -> int:
+def _distance(variant: str, shapes: dict) -> int:
     """How many of the variant's conv tensors the shapes get wrong: picks the 'nearest' for messages."""
     expected = get_spec(variant, include_top=False).weight_shapes()
     return sum(tuple(shapes.get(name, ())) != shape for name, shape in expected.items())

@@ -21,7 +21,6 @@ comes from input_dim / input_shape / an Input layer / a data layer's crop_size w
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -521,7 +520,3 @@ def save(path: str, spec: Spec, weights: dict, container: str = "layer") -> None
 
 def claims(path: str) -> bool:
     return path.endswith(".caffemodel")
-
-
-def exists(path: str) -> bool:
-    return os.path.isfile(path)

@@ -89,14 +89,18 @@ def _load_msgpack(path: str):
 
 
 def _load_orbax(path: str):
-    _, _ = _framework()
+    _framework()
+    import jax
     import orbax.checkpoint as ocp
 
     try:
         checkpointer = ocp.StandardCheckpointer()
         meta = checkpointer.metadata(path)
         custom = dict(getattr(meta, "custom_metadata", None) or {})
-        tree = checkpointer.restore(path)
+        layout = getattr(meta.item_metadata, "tree", meta.item_metadata)
+        # restore into numpy arrays: no device or sharding from the writer's machine is needed
+        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), layout, is_leaf=lambda m: hasattr(m, "shape"))
+        tree = checkpointer.restore(path, target)
     except Exception as err:  # noqa: BLE001 -- Orbax/TensorStore raise many types on a damaged directory
         raise ValueError(f"{path}: not a readable Orbax checkpoint (damaged?): {_first_line(err)}") from None
     return tree, custom
