@@ -72,8 +72,8 @@ PARITY_CASES = [(v, {}) for v in VARIANTS] + [
 ]
 
 
-@pytest.mark.parametrize("variant,overrides", PARITY_CASES,
-                         ids=[f"{v}-{'-'.join(f'{k}={o}' for k, o in kw.items()) or 'default'}" for v, kw in PARITY_CASES])
+@pytest.mark.parametrize("variant,overrides", PARITY_CASES, ids=[
+    f"{v}-{'-'.join(f'{k}={o}' for k, o in kw.items()) or 'default'}" for v, kw in PARITY_CASES])
 def test_every_layer_matches_reference(variant, overrides):
     spec = get_spec(variant, **overrides)
     weights = lively_weights(spec)
@@ -107,7 +107,8 @@ def test_fc6_rows_are_permuted_for_nhwc_flatten():
 
 
 # --- the custom layers, on inputs the whole net never gives them ------------------------------------
-@pytest.mark.parametrize("size,k,beta,scale", [(5, 2.0, 0.75, 1e-4), (5, 1.0, 0.75, 2e-5), (4, 1.5, 0.5, 1e-3), (3, 2.0, 1.0, 0.1)])
+@pytest.mark.parametrize("size,k,beta,scale", [(5, 2.0, 0.75, 1e-4), (5, 1.0, 0.75, 2e-5), (4, 1.5, 0.5, 1e-3),
+                                              (3, 2.0, 1.0, 0.1)])
 def test_lrn_layer_is_the_canonical_formula(size, k, beta, scale):
     x = np.random.default_rng(0).standard_normal((2, 5, 5, 16)).astype(np.float32) * 20
     ref_layer = LRN("norm", size=size, alpha=scale, beta=beta, k=k, alpha_over_n=False)

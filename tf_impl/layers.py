@@ -5,7 +5,6 @@ TensorFlow backend's), and each keeps its whole definition in get_config.
 """
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 import keras
 

@@ -47,8 +47,9 @@ def _graph(spec: Spec, seed: int | None, initialize: bool):
     def inits(layer):
         if not initialize:  # weights are about to be assigned: skip drawing 60M random numbers
             return dict(kernel_initializer="zeros", bias_initializer="zeros")
-        return dict(kernel_initializer=_initializer(layer.weight_init, layer.fan_in, layer.fan_out, seeds[f"{layer.name}.weight"]),
-                    bias_initializer=_initializer(layer.bias_init, layer.fan_in, layer.fan_out, seeds[f"{layer.name}.bias"]))
+        fans = (layer.fan_in, layer.fan_out)
+        return dict(kernel_initializer=_initializer(layer.weight_init, *fans, seeds[f"{layer.name}.weight"]),
+                    bias_initializer=_initializer(layer.bias_init, *fans, seeds[f"{layer.name}.bias"]))
 
     x = inputs = keras.Input(shape=(spec.input_size, spec.input_size, spec.in_channels), name="image")
     for layer in spec.layers:
