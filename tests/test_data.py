@@ -180,6 +180,8 @@ def test_same_seed_same_batches_other_seed_or_epoch_others(small):
         np.testing.assert_array_equal(ya, yb)
     for other in (_epoch(src, spec, seed=6, epoch=2), _epoch(src, spec, seed=5, epoch=3)):
         assert not np.array_equal(a[0][0], other[0][0])
+    draws = [Batches(src, spec, 6, train=True, seed=s, epoch=e).draws(1).alpha for s, e in ((5, 2), (6, 2), (5, 3))]
+    assert not np.array_equal(draws[0], draws[1]) and not np.array_equal(draws[0], draws[2])  # fresh noise each
     order = np.concatenate([Batches(src, spec, 6, train=True, seed=5, epoch=2).indices(i) for i in range(4)])
     assert sorted(order) == list(range(20)) and list(order) != list(range(20))
 
@@ -344,3 +346,11 @@ def test_batches_errors(small):
         Batches(src, spec, 4, train=False)[5]
     with pytest.raises(ValueError, match="uint8"):
         ArraySource(np.zeros((2, 4, 4, 3), np.float32), [0, 1])
+
+
+def test_importing_training_pulls_in_no_framework():
+    import subprocess
+    import sys
+    code = "import sys, training; print([m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
