@@ -111,7 +111,7 @@ def ten_crop(base: np.ndarray, size: int) -> np.ndarray:
 
 def _affine(pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """to_batch computes x * scale + shift per channel in the variant's channel order."""
-    order = [2, 1, 0] if pre.color_order == "BGR" else [0, 1, 2]
+    order = slice(None, None, -1) if pre.color_order == "BGR" else slice(None)  # a view, not a gather
     std = np.asarray(pre.std, np.float64)
     return pre.pixel_range / 255.0 / std, -np.asarray(pre.mean, np.float64) / std, order
 
@@ -134,7 +134,7 @@ def to_pixels(x: np.ndarray, pre: Preprocessing) -> np.ndarray:
     for looking at a batch."""
     scale, shift, order = _affine(pre)
     x = (x.astype(np.float64) - shift[:, None, None]) / scale[:, None, None]
-    return x[:, np.argsort(order)].transpose(0, 2, 3, 1)
+    return x[:, order].transpose(0, 2, 3, 1)  # reversing is its own inverse
 
 
 def average_softmax(logits: np.ndarray) -> np.ndarray:
