@@ -262,6 +262,27 @@ def test_lrn_float32_within_a_micro_of_float64():
     assert rel_err(got, expected, expected) < 1e-6
 
 
+# --- max pool ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,kernel,stride", [((2, 5, 55, 55), 3, 2), ((2, 3, 12, 13), 3, 2), ((1, 2, 9, 8), 2, 3),
+                                                 ((2, 4, 7, 7), 5, 1), ((1, 1, 3, 3), 3, 2)])
+def test_max_pool_is_torch_max_pool_bit_for_bit(shape, kernel, stride):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x[0, 0, 0, 0] = float("-inf")
+    with torch.no_grad():
+        got = ti.max_pool2d(x, kernel, stride)
+    assert got.is_contiguous() and torch.equal(got, F.max_pool2d(x, kernel, stride))
+
+
+def test_padded_max_pool_sees_only_real_pixels():
+    x = -torch.rand(1, 1, 4, 4) - 1  # all negative: a zero pad would win every edge window
+    pool = ti.MaxPool2d(3, 2, pad=(0, 1, 0, 1))
+    with torch.no_grad():
+        got = pool(x)
+    assert got.shape == (1, 1, 2, 2)
+    assert got[0, 0, 1, 1] == x[0, 0, 2:, 2:].max()
+
+
 # --- devices, compile, isolation ----------------------------------------------------------------------
 
 def test_devices_and_unknown_device():

@@ -15,19 +15,19 @@ from torch import nn
 from common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, Layer, MaxPool, ReLU, Spec,
                     init_bounds)
 
-from .layers import LocalResponseNorm, conv2d, max_pool2d
+from .layers import LocalResponseNorm, make_conv, make_max_pool
 
 
 def make_layer(layer: Layer, device=None) -> nn.Module:
     """The torch module for one resolved spec layer."""
     if isinstance(layer, Conv):
-        return conv2d(layer, device=device)
+        return make_conv(layer, device=device)
     if isinstance(layer, ReLU):
         return nn.ReLU(inplace=True)
     if isinstance(layer, LRN):
         return LocalResponseNorm(layer, inplace=True)  # its input (a ReLU's or a pool's output) is used once
     if isinstance(layer, MaxPool):
-        return max_pool2d(layer)
+        return make_max_pool(layer)
     if isinstance(layer, AdaptiveAvgPool):
         return nn.AdaptiveAvgPool2d(layer.output_size)  # the spec's bins are PyTorch's by definition
     if isinstance(layer, Flatten):
