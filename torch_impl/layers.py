@@ -3,6 +3,8 @@ local response normalisation with the spec's own `scale` (paper: alpha, Caffe/to
 eager inference paths for max pool and LRN that are several times faster than torch's own on CPU."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,8 +44,8 @@ def max_pool2d(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     """F.max_pool2d(x, kernel, stride), bit for bit: the row maxima of `kernel` strided views, then
     their column maxima. Max is exact in any order, and NCHW max_pool2d is slow on CPU: the paper's
     pool1 at batch 32 takes 55 ms on one core that way and 6 ms this way. Autograd (whose tie-breaking
-    must stay max_pool2d's) and torch.compile get F.max_pool2d."""
-    if kernel < 2 or (x.requires_grad and torch.is_grad_enabled()) or _is_compiling():
+    must stay max_pool2d's), torch.compile and GPUs (whose own kernel is fast) get F.max_pool2d."""
+    if kernel < 2 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()) or _is_compiling():
         return F.max_pool2d(x, kernel, stride)
     span_h = (x.shape[-2] - kernel) // stride * stride + 1  # rows from a window's first to the last's
     span_w = (x.shape[-1] - kernel) // stride * stride + 1
@@ -137,7 +139,8 @@ def local_response_norm(x: torch.Tensor, size: int, scale: float, beta: float, k
     if x.requires_grad and torch.is_grad_enabled():
         return _LocalResponseNormFunction.apply(x, size, scale, beta, k)
     out = x if inplace else torch.empty_like(x)
-    per = max(1, CHUNK_ELEMENTS // max(1, x[0].numel()))
+    sample = math.prod(x.shape[1:])  # a CPU takes chunks that stay in its caches, a GPU the whole batch
+    per = max(1, CHUNK_ELEMENTS // max(1, sample)) if x.device.type == "cpu" else max(1, len(x))
     scratch = x.new_empty((min(per, len(x)), *x.shape[1:]))  # one small buffer, reused by every chunk
     k_ = x.new_full((), k)
     for xc, oc in zip(x.split(per), out.split(per)):
