@@ -135,11 +135,13 @@ def caffe_messages(packed_data: bool = True) -> dict:
                                  ("stride", 3, F.TYPE_UINT32, OPT)])
     message("DropoutParameter", [("dropout_ratio", 1, F.TYPE_FLOAT, OPT)])
     message("TransformationParameter", [("crop_size", 3, F.TYPE_UINT32, OPT), ("mirror", 2, F.TYPE_BOOL, OPT)])
+    message("DataParameter", [("source", 1, F.TYPE_STRING, OPT), ("crop_size", 5, F.TYPE_UINT32, OPT)])
     params = [("convolution_param", "ConvolutionParameter"), ("inner_product_param", "InnerProductParameter"),
               ("lrn_param", "LRNParameter"), ("pooling_param", "PoolingParameter"),
-              ("dropout_param", "DropoutParameter"), ("transform_param", "TransformationParameter")]
-    new_numbers = dict(zip([p for p, _ in params], (106, 117, 118, 121, 108, 100)))
-    v1_numbers = dict(zip([p for p, _ in params], (10, 17, 18, 19, 12, 36)))
+              ("dropout_param", "DropoutParameter"), ("transform_param", "TransformationParameter"),
+              ("data_param", "DataParameter")]
+    new_numbers = dict(zip([p for p, _ in params], (106, 117, 118, 121, 108, 100, 107)))
+    v1_numbers = dict(zip([p for p, _ in params], (10, 17, 18, 19, 12, 36, 11)))
     message("LayerParameter", [("name", 1, F.TYPE_STRING, OPT), ("type", 2, F.TYPE_STRING, OPT),
                                ("bottom", 3, F.TYPE_STRING, REP), ("top", 4, F.TYPE_STRING, REP),
                                ("blobs", 7, F.TYPE_MESSAGE, REP, "BlobProto"),
@@ -163,10 +165,11 @@ V1_CODES = {"Data": 5, "Convolution": 4, "ReLU": 18, "LRN": 15, "Pooling": 17, "
 
 
 def bvlc_net_bytes(spec, weights: dict, container: str, packed_data: bool = True, with_structure: bool = True,
-                   crop_size: int | None = None) -> bytes:
+                   crop_size: int | None = None, crop_in: str = "transform_param") -> bytes:
     """A train_val-style caffemodel of a 96-kernel spec as BVLC's files lay it out: a Data layer, conv/relu/
     norm/pool in the spec's order, fc/relu/drop, and loss/accuracy layers; V1 blobs with num/channels/height/
-    width (fc weights (1, 1, out, in), biases (1, 1, 1, out)). with_structure=False: parameter layers only."""
+    width (fc weights (1, 1, out, in), biases (1, 1, 1, out)). with_structure=False: parameter layers only.
+    crop_in: where the data layer says its crop size, transform_param or (older nets) data_param."""
     M = caffe_messages(packed_data)
     net = M["NetParameter"](name="AlexNet")
     new = container == "layer"
@@ -195,8 +198,8 @@ def bvlc_net_bytes(spec, weights: dict, container: str, packed_data: bool = True
     if with_structure:
         data = add("data", "Data", None, "data")
         data.top.append("label")
-        data.transform_param.crop_size = crop_size or spec.input_size
-        data.transform_param.mirror = True
+        data.data_param.source = "examples/imagenet/ilsvrc12_train_lmdb"
+        getattr(data, crop_in).crop_size = crop_size or spec.input_size
     bottom = "data"
     for layer in spec.layers:
         kind = layer.kind

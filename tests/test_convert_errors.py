@@ -200,3 +200,28 @@ def test_directory_outputs_replace_atomically(tmp_path):
         (tmp_path / "f.orbax").write_bytes(b"")
         wc.save(str(tmp_path / "f.orbax"), SPEC, w)
     assert sorted(os.listdir(tmp_path)) == ["f.orbax", "w.orbax"]
+
+
+def test_a_recorded_spec_that_differs_from_this_version(tmp_path):
+    """A canonical file made under another definition of its variant does not load silently as this one."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
+
+    spec, w = SPEC, _weights()
+    good = tmp_path / "w.safetensors"
+    wc.save(str(good), spec, w)
+
+    with safe_open(str(good), framework="numpy") as f:
+        meta = f.metadata()
+    recorded = json.loads(meta["spec"])
+    conv1 = next(layer for layer in recorded["layers"] if layer["name"] == "conv1")
+    conv1["stride"] = 2
+    bad = tmp_path / "old.safetensors"
+    save_file(load_file(str(good)), str(bad), metadata={**meta, "spec": json.dumps(recorded)})
+    with pytest.raises(ValueError, match=r"old\.safetensors: the recorded spec differs.*'conv1' \(stride: file 2, "
+                                         r"here 4\); pass --variant"):
+        wc.load(str(bad))
+    spec2, w2 = wc.load(str(bad), variant="torchvision")
+    assert spec2 == spec and all(np.array_equal(w[k], w2[k]) for k in w)

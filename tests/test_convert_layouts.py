@@ -90,6 +90,10 @@ def test_torchvision_wrapped_and_dataparallel_checkpoints(torchvision_file, tmp_
         torch.save(obj, p)
         spec2, w2, fmt = wc.load_as(str(p))
         assert fmt == "torchvision" and spec2 == spec and same_weights(weights, w2), name
+    legacy = tmp_path / "legacy.pth"  # torch < 1.6 wrote a plain pickle, not a zip (alexnet-owt-4df8aa71.pth)
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    spec2, w2, fmt = wc.load_as(str(legacy))
+    assert fmt == "torchvision" and spec2 == spec and same_weights(weights, w2)
 
 
 def test_torchvision_model_runs_the_same_in_every_framework(torchvision_file, tmp_path):
@@ -141,6 +145,13 @@ def test_bvlc_v1_caffemodel_with_legacy_blobs(tmp_path, caffe_weights):
     x = parity_input(CAFFE_SPEC)
     expected = reference_forward(CAFFE_SPEC, caffe_weights, x)["fc8"]
     _check_targets(tmp_path, CAFFE_SPEC, weights, x, expected, targets=TARGETS[:1] + TARGETS[3:])
+
+
+def test_crop_size_of_an_older_data_layer(tmp_path, caffe_weights):
+    pytest.importorskip("google.protobuf")
+    path = tmp_path / "old.caffemodel"
+    path.write_bytes(bvlc_net_bytes(CAFFE_SPEC, caffe_weights, "layers", crop_size=90, crop_in="data_param"))
+    assert wc.load(str(path))[0] == get_spec("caffe", input_size=90, num_classes=10)
 
 
 def test_caffenet_new_container_and_prototxt(tmp_path):

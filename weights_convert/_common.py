@@ -7,6 +7,7 @@ which variant, input size and class count those shapes mean, and `finish` checks
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -163,6 +164,28 @@ def spec_from_metadata(meta: dict, shapes: dict, source: str, variant: str | Non
     if miss is not None:
         raise ValueError(f"{source}: the file says {spec.describe()}, but {miss}")
     return spec
+
+
+def check_recorded_spec(spec: Spec, recorded, path: str) -> None:
+    """The recorded spec must be the one this version builds: a file made under another definition of
+    the variant (different LRN constants, padding ...) would otherwise load silently as this one."""
+    if recorded is None:
+        return
+    try:
+        recorded = json.loads(recorded)
+    except json.JSONDecodeError:
+        raise ValueError(f"{path}: the recorded spec is not valid JSON") from None
+    ours = json.loads(spec.to_json())  # tuples as lists, as the file has them
+    if recorded == ours:
+        return
+    for mine, theirs in zip(ours.get("layers", []), recorded.get("layers", []) if isinstance(recorded, dict) else []):
+        if mine != theirs and isinstance(theirs, dict):
+            field = next((k for k in mine if mine.get(k) != theirs.get(k)), "?")
+            raise ValueError(f"{path}: the recorded spec differs from this version's {spec.variant} at layer "
+                             f"{mine.get('name')!r} ({field}: file {theirs.get(field)!r}, "
+                             f"here {mine.get(field)!r}); pass --variant to load the tensors anyway")
+    raise ValueError(f"{path}: the recorded spec differs from this version's {spec.describe()}; "
+                     f"pass --variant to load the tensors anyway")
 
 
 def finish(spec: Spec, weights: dict, source: str) -> tuple[Spec, dict[str, np.ndarray]]:

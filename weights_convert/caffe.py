@@ -142,14 +142,14 @@ def _read_layer(raw, index: int, container: str, path: str) -> CaffeLayer:
     what = f"{path}: {container} #{index}"
     f = pw.parse(raw, what)
     if container == "layer":  # LayerParameter
-        numbers = dict(name=1, type=2, blobs=7, conv=106, ip=117, lrn=118, pool=121, transform=100)
+        numbers = dict(name=1, type=2, blobs=7, conv=106, ip=117, lrn=118, pool=121, transform=100, data=107)
         name = pw.as_str(*next(((w, v) for n, w, v in f if n == 1), (pw.LEN, b"")), what)
         type_ = pw.as_str(*next(((w, v) for n, w, v in f if n == 2), (pw.LEN, b"")), what)
     else:  # V1LayerParameter, or the V0LayerParameter nested in its field 1
         v0 = _sub(f, 1, what)
         if v0:
             return _read_v0_layer(v0, what)
-        numbers = dict(name=4, type=5, blobs=6, conv=10, ip=17, lrn=18, pool=19, transform=36)
+        numbers = dict(name=4, type=5, blobs=6, conv=10, ip=17, lrn=18, pool=19, transform=36, data=11)
         name = pw.as_str(*next(((w, v) for n, w, v in f if n == 4), (pw.LEN, b"")), what)
         code = _int(f, 5, what, 0)
         type_ = V1_TYPES.get(code, f"V1 type {code}")
@@ -165,7 +165,8 @@ def _read_layer(raw, index: int, container: str, path: str) -> CaffeLayer:
         layer.params = _lrn_params(_sub(f, numbers["lrn"], what), what)
     elif type_ == "Pooling":
         layer.params = _pool_params(_sub(f, numbers["pool"], what), what)
-    crop = _int(_sub(f, numbers["transform"], what), 3, what, 0)
+    # the crop size a data layer feeds the net: transform_param's, or the older data_param's
+    crop = _int(_sub(f, numbers["transform"], what), 3, what, 0) or _int(_sub(f, numbers["data"], what), 5, what, 0)
     if crop:
         layer.params["crop_size"] = crop
     return layer

@@ -8,11 +8,9 @@ metadata (canonical names only) is read too, its variant inferred from the shape
 """
 from __future__ import annotations
 
-import json
-
 from common import Spec
 
-from ._common import atomic_output, finish, resolve_spec, spec_from_metadata
+from ._common import atomic_output, check_recorded_spec, finish, resolve_spec, spec_from_metadata
 
 FORMAT_TAG = "alexnet-parity/canonical/1"
 
@@ -30,35 +28,12 @@ def load(path: str, variant: str | None = None, input_size: int | None = None) -
     if "variant" in meta:
         spec = spec_from_metadata(meta, shapes, path, variant)
         if variant is None and input_size in (None, spec.input_size):
-            _check_recorded_spec(spec, meta, path)
+            check_recorded_spec(spec, meta.get("spec"), path)
         elif input_size is not None and input_size != spec.input_size:
             spec = resolve_spec(shapes, path, variant=spec.variant, input_size=input_size)
     else:
         spec = resolve_spec(shapes, path, variant=variant, input_size=input_size)
     return finish(spec, weights, path)
-
-
-def _check_recorded_spec(spec: Spec, meta: dict, path: str) -> None:
-    """The recorded spec must be the one this version builds: a file made under another definition of
-    the variant (different LRN constants, padding ...) would otherwise load silently as this one."""
-    recorded = meta.get("spec")
-    if recorded is None:
-        return
-    try:
-        recorded = json.loads(recorded)
-    except json.JSONDecodeError:
-        raise ValueError(f"{path}: the recorded spec is not valid JSON") from None
-    ours = json.loads(spec.to_json())  # tuples as lists, as the file has them
-    if recorded == ours:
-        return
-    for mine, theirs in zip(ours.get("layers", []), recorded.get("layers", []) if isinstance(recorded, dict) else []):
-        if mine != theirs:
-            field = next((k for k in mine if mine.get(k) != theirs.get(k)), "?")
-            raise ValueError(f"{path}: the recorded spec differs from this version's {spec.variant} at layer "
-                             f"{mine.get('name')!r} ({field}: file {theirs.get(field)!r}, "
-                             f"here {mine.get(field)!r}); pass --variant to load the tensors anyway")
-    raise ValueError(f"{path}: the recorded spec differs from this version's {spec.describe()}; "
-                     f"pass --variant to load the tensors anyway")
 
 
 def save(path: str, spec: Spec, weights: dict) -> None:
