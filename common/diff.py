@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .layers import LRN, AdaptiveAvgPool, Conv, Dense, Dropout, MaxPool
+from .layers import LRN, AdaptiveAvgPool, Conv, Dense, MaxPool
 from .spec import Spec, get_spec
 from .variants import VARIANTS
 

@@ -100,11 +100,11 @@ class Spec:
     def _size_hint(self, key: str, got: tuple[int, ...]) -> str:
         if key != "fc6.weight" or len(got) != 2:
             return ""
-        sizes = [s for s in range(1, 1024) if _fc6_in(self.variant, s) == got[1]]
-        if sizes:
-            made = f"{sizes[0]}" if len(sizes) == 1 else f"between {sizes[0]} and {sizes[-1]}"
-            return f"; the checkpoint was made for input size {made}, not {self.input_size} (pass input_size)"
-        return ""
+        sizes = input_sizes_for(self.variant, got[1])
+        if not sizes:
+            return ""
+        made = f"{sizes[0]}" if len(sizes) == 1 else f"between {sizes[0]} and {sizes[-1]}"
+        return f"; the checkpoint was made for input size {made}, not {self.input_size} (pass input_size)"
 
     # --- description ------------------------------------------------------------------------------
     def describe(self) -> str:
@@ -130,13 +130,6 @@ class Spec:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
-
-
-def _fc6_in(variant: str, input_size: int) -> int | None:
-    try:
-        return get_spec(variant, input_size=input_size).layer("fc6").in_features
-    except ValueError:
-        return None
 
 
 def _resolve_layer(layer: Layer, shape: tuple[int, ...]) -> Layer:
@@ -213,3 +206,29 @@ def get_spec(variant: str, *, input_size: int | None = None, num_classes: int | 
                          f"the smallest input size it takes is {smallest_input_size(variant)}") from None
     return Spec(variant=variant, input_size=input_size, num_classes=num_classes, include_top=include_top,
                 layers=layers, preprocessing=v.preprocessing)
+
+
+def _flat_features(variant: str, input_size: int) -> int:
+    """How many features the variant's conv part hands fc6 at this input size."""
+    return int(np.prod(get_spec(variant, input_size=input_size, include_top=False).output_shape))
+
+
+def input_sizes_for(variant: str, fc6_in: int) -> range:
+    """The input sizes at which `variant` feeds fc6 exactly `fc6_in` features (empty when none): the
+    feature count never falls as the input grows, so a binary search finds the first and the last."""
+    lo, hi = smallest_input_size(variant), MAX_INPUT_SIZE
+
+    def first_at_least(target):
+        a, b = lo, hi + 1
+        while a < b:
+            mid = (a + b) // 2
+            if _flat_features(variant, mid) >= target:
+                b = mid
+            else:
+                a = mid + 1
+        return a
+
+    start = first_at_least(fc6_in)
+    if start > hi or _flat_features(variant, start) != fc6_in:
+        return range(0)
+    return range(start, first_at_least(fc6_in + 1))

@@ -28,7 +28,7 @@ CONFIGS: tuple[tuple[str, dict], ...] = (
     ("caffe", {"input_size": 256}),           # ceil pooling: 7x7 pool5, fc6 of 12,544
     ("torchvision", {"input_size": 256}),     # adaptive pool 7 -> 6, overlapping bins
     ("torchvision", {"input_size": 320}),     # adaptive pool 9 -> 6
-    ("slim-v2", {"input_size": 256}),         # asymmetric TF SAME
+    ("slim-v2", {"input_size": 256}),         # TF SAME/VALID at another size (fc6 as a dense over 6x6)
     ("single-column", {"num_classes": 10}),
     ("torchvision", {"include_top": False}),
 )

@@ -14,8 +14,8 @@ import uuid
 
 import numpy as np
 
-from common import VARIANTS, Spec, get_spec, smallest_input_size
-from common.spec import MAX_INPUT_SIZE
+from common import VARIANTS, Spec, get_spec
+from common.spec import input_sizes_for
 
 FC_NAMES = ("fc6", "fc7", "fc8")
 
@@ -36,32 +36,6 @@ def to_float32(array, source: str, name: str) -> np.ndarray:
 
 # --- which spec do these shapes mean? ----------------------------------------------------------------------
 
-def _flat_features(variant: str, input_size: int) -> int:
-    """How many features the variant's conv part hands fc6 at this input size."""
-    return int(np.prod(get_spec(variant, input_size=input_size, include_top=False).output_shape))
-
-
-def input_sizes_for(variant: str, fc6_in: int) -> range:
-    """The input sizes at which `variant` feeds fc6 exactly `fc6_in` features (empty when none): the
-    feature count never falls as the input grows, so a binary search finds the first and the last."""
-    lo, hi = smallest_input_size(variant), MAX_INPUT_SIZE
-
-    def first_at_least(target):
-        a, b = lo, hi + 1
-        while a < b:
-            mid = (a + b) // 2
-            if _flat_features(variant, mid) >= target:
-                b = mid
-            else:
-                a = mid + 1
-        return a
-
-    start = first_at_least(fc6_in)
-    if start > hi or _flat_features(variant, start) != fc6_in:
-        return range(0)
-    return range(start, first_at_least(fc6_in + 1))
-
-
 def _spec_for(variant: str, shapes: dict, input_size: int | None) -> Spec:
     """The spec of `variant` these shapes would have: include_top when they hold fc layers, num_classes from
     fc8, input_size given, or the variant's default when fc6 fits it, or else the smallest that fits."""
@@ -72,8 +46,8 @@ def _spec_for(variant: str, shapes: dict, input_size: int | None) -> Spec:
         fc6 = shapes.get("fc6.weight")
         if fc6 is not None and len(fc6) == 2:
             default = VARIANTS[variant].input_size
-            if _flat_features(variant, default) != fc6[1]:
-                sizes = input_sizes_for(variant, int(fc6[1]))
+            sizes = input_sizes_for(variant, int(fc6[1]))
+            if default not in sizes:
                 input_size = sizes[0] if sizes else None
     return get_spec(variant, input_size=input_size, num_classes=num_classes, include_top=include_top)
 
