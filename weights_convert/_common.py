@@ -162,6 +162,20 @@ def check_recorded_spec(spec: Spec, recorded, path: str) -> None:
                      f"pass --variant to load the tensors anyway")
 
 
+def spec_of_file(meta: dict, shapes: dict, path: str, variant: str | None, input_size: int | None) -> Spec:
+    """The spec of a file that may record one (canonical, keras, flax). A recorded spec is checked against
+    the tensors and against this version's definition (unless variant= overrides it); input_size= re-resolves
+    the recorded variant at that size. A file that records none: the spec its tensor shapes imply."""
+    if not meta.get("variant"):
+        return resolve_spec(shapes, path, variant=variant, input_size=input_size)
+    spec = spec_from_metadata(meta, shapes, path, variant)
+    if input_size not in (None, spec.input_size):
+        return resolve_spec(shapes, path, variant=spec.variant, input_size=input_size)
+    if variant is None:
+        check_recorded_spec(spec, meta.get("spec"), path)
+    return spec
+
+
 def finish(spec: Spec, weights: dict, source: str) -> tuple[Spec, dict[str, np.ndarray]]:
     """float32, contiguous, in the spec's order, and checked (names, shapes, NaN/inf): what load returns."""
     weights = {name: to_float32(array, source, name) for name, array in weights.items()}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from common import Spec
 
-from ._common import atomic_output, check_recorded_spec, finish, resolve_spec, spec_from_metadata
+from ._common import atomic_output, finish, spec_of_file
 
 FORMAT_TAG = "alexnet-parity/canonical/1"
 
@@ -25,14 +25,7 @@ def load(path: str, variant: str | None = None, input_size: int | None = None) -
     except (SafetensorError, OSError, ValueError, TypeError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
     shapes = {name: w.shape for name, w in weights.items()}
-    if "variant" in meta:
-        spec = spec_from_metadata(meta, shapes, path, variant)
-        if variant is None and input_size in (None, spec.input_size):
-            check_recorded_spec(spec, meta.get("spec"), path)
-        elif input_size is not None and input_size != spec.input_size:
-            spec = resolve_spec(shapes, path, variant=spec.variant, input_size=input_size)
-    else:
-        spec = resolve_spec(shapes, path, variant=variant, input_size=input_size)
+    spec = spec_of_file(meta, shapes, path, variant, input_size)
     return finish(spec, weights, path)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from common import Spec
 
-from ._common import atomic_output, check_recorded_spec, finish, resolve_spec, spec_from_metadata
+from ._common import atomic_output, finish, spec_of_file
 
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
@@ -109,12 +109,7 @@ def _load_orbax(path: str):
 def load(path: str, variant: str | None = None, input_size: int | None = None) -> tuple[Spec, dict]:
     tree, meta = _load_orbax(path) if os.path.isdir(path) else _load_msgpack(path)
     pure, shapes = _canonical_shapes(tree, path)
-    if meta.get("variant") and input_size is None:
-        spec = spec_from_metadata(meta, shapes, path, variant)
-        if variant is None:
-            check_recorded_spec(spec, meta.get("spec"), path)
-    else:
-        spec = resolve_spec(shapes, path, variant=variant, input_size=input_size)
+    spec = spec_of_file(meta, shapes, path, variant, input_size)
     return finish(spec, _export(spec, pure, path), path)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from common import Spec
 
-from ._common import atomic_output, check_recorded_spec, finish, resolve_spec, spec_from_metadata
+from ._common import atomic_output, finish, resolve_spec, spec_of_file
 
 ATTR_PREFIX = "alexnet_"
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
@@ -75,12 +75,7 @@ def _attr(value):
 
 def _load_weights_h5(path, variant, input_size) -> tuple[Spec, dict]:
     shapes, meta = _h5_layout(path)
-    if meta.get("variant") and input_size is None:
-        spec = spec_from_metadata(meta, shapes, path, variant)
-        if variant is None:
-            check_recorded_spec(spec, meta.get("spec"), path)
-    else:
-        spec = resolve_spec(shapes, path, variant=variant, input_size=input_size)
+    spec = spec_of_file(meta, shapes, path, variant, input_size)
     tf_impl = _framework()
     model = tf_impl.build_model(spec, seed=0)
     try:
