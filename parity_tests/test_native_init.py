@@ -1,0 +1,41 @@
+"""Each framework's native init (its own RNG) follows the variant's rule, as numpy's init_weights does."""
+import numpy as np
+import pytest
+
+from common import VARIANTS, get_spec, init_weights, smallest_input_size
+from parity_tests.core import FRAMEWORKS, framework_available, load_impl
+from parity_tests.init_check import init_problems, spec_init_problems
+
+
+def init_spec(variant):
+    # the rules do not depend on the input size; a small one keeps fc6 (and the test) small
+    return get_spec(variant, input_size=smallest_input_size(variant) + 16)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("framework", list(FRAMEWORKS))
+def test_native_init_follows_the_rule(framework, variant):
+    if not framework_available(framework):
+        pytest.skip(f"{framework} is not installed")
+    impl = load_impl(framework)
+    spec = init_spec(variant)
+    weights = impl.export_weights(impl.build_model(spec, seed=0))
+    assert {k: v.shape for k, v in weights.items()} == spec.weight_shapes()
+    assert not spec_init_problems(spec, weights)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_numpy_init_weights_follow_the_rule(variant):
+    spec = get_spec(variant)
+    assert not spec_init_problems(spec, init_weights(spec, seed=1))
+
+
+def test_the_checker_catches_a_wrong_rule():
+    rng = np.random.default_rng(0)
+    from common import Init
+    assert init_problems(rng.normal(0, 0.01, 100_000), Init("normal", 0.005), 1, 1)
+    assert init_problems(rng.normal(0, 0.005, 100_000), Init("truncated_normal", 0.005), 1, 1)
+    assert init_problems(np.clip(rng.normal(0, 0.01, 100_000), -0.02, 0.02), Init("normal", 0.01), 1, 1)
+    assert init_problems(rng.uniform(-0.1, 0.1, 10_000), Init("fan_in_uniform"), 400, 1)  # bound 0.05
+    assert init_problems(np.full(10, 0.1, np.float32), Init("constant", 1.0), 1, 1)
+    assert not init_problems(rng.uniform(-0.05, 0.05, 10_000), Init("fan_in_uniform"), 400, 1)
