@@ -12,6 +12,9 @@ COMMANDS = {
     "convert": ("convert_cmd", "convert weights between canonical, torch, torchvision, keras, flax, caffe, slim"),
     "parity": ("parity_cmd", "run every variant in PyTorch, Keras and Flax and compare each layer"),
     "bench": ("bench_cmd", "throughput, compile time and memory of each framework"),
+    "train": ("train_cmd", "train a variant with the paper's recipe in torch, keras or flax"),
+    "eval": ("eval_cmd", "top-1/top-5 of a checkpoint, centre crop or the paper's 10 crops"),
+    "predict": ("predict_cmd", "the top classes of one image"),
 }
 
 
