@@ -1,0 +1,165 @@
+"""One small adapter per framework, so that training.loop drives torch, Keras and Flax the same way.
+
+Every adapter takes and gives numpy: x float32 NCHW (as training.Batches makes it; NHWC frameworks
+transpose on the way in), labels int64, canonical weight and velocity dicts. It holds the native model
+and the paper's SGD of its impl's train module; the framework is imported only when its adapter is built.
+
+Dropout is seeded per step (`train_step(..., dropout_seed)`): the masks of a step are a function of the
+run's seed, epoch and step, so a resumed run draws the same masks as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from common import Spec
+from common.optim import PaperSGD
+
+# --framework name -> (impl package, Python packages it needs, pip extra)
+FRAMEWORKS = {"torch": ("torch_impl", ("torch",), "torch"),
+              "keras": ("tf_impl", ("tensorflow", "keras"), "tf"),
+              "flax": ("jax_impl", ("jax", "flax"), "jax")}
+
+
+def available(framework: str) -> bool:
+    return all(importlib.util.find_spec(p) is not None for p in FRAMEWORKS[framework][1])
+
+
+def check_framework(framework: str) -> str:
+    """The name, when it is known and installed; else a ValueError naming --framework."""
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown --framework {framework!r}; choose one of: {', '.join(FRAMEWORKS)}")
+    if not available(framework):
+        _, needs, extra = FRAMEWORKS[framework]
+        raise ValueError(f"--framework {framework} needs {' and '.join(needs)}: pip install 'alexnet-parity[{extra}]'")
+    return framework
+
+
+def default_framework() -> str:
+    """The first installed of torch, keras, flax."""
+    for name in FRAMEWORKS:
+        if available(name):
+            return name
+    raise ValueError("no framework installed: pip install 'alexnet-parity[torch]' (or [tf], [jax])")
+
+
+class TorchAdapter:
+    framework = "torch"
+
+    def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
+        import torch
+        import torch_impl
+        import torch_impl.train as train
+        self.torch, self.train = torch, train
+        self.model = torch_impl.build_model(spec, weights)
+        self.opt = None if lr is None else train.make_optimizer(self.model, lr, cfg)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, dropout_seed: int) -> float:
+        self.torch.manual_seed(dropout_seed)  # nn.Dropout draws from torch's global generator
+        return self.train.train_step(self.model, self.opt, x, y)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        with self.torch.inference_mode():
+            return self.model(self.torch.from_numpy(x)).numpy()
+
+    def weights(self) -> dict:
+        import torch_impl
+        return torch_impl.export_weights(self.model)
+
+    def velocity(self) -> dict:
+        return self.train.optimizer_state(self.opt)
+
+    def load_velocity(self, state: dict) -> None:
+        self.train.load_optimizer_state(self.opt, self.model, state)
+
+    def set_lr(self, lr: float) -> None:
+        self.train.set_lr(self.opt, lr)
+
+    def get_lr(self) -> float:
+        return self.train.get_lr(self.opt)
+
+
+class KerasAdapter:
+    framework = "keras"
+
+    def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
+        import keras
+        import tf_impl
+        import tf_impl.train as train
+        self.impl, self.train = tf_impl, train
+        self.model = tf_impl.build_model(spec, weights)
+        self.opt = None if lr is None else train.make_optimizer(self.model, lr, cfg)
+        # each Dropout layer draws from its own SeedGenerator, whose state is a variable the compiled step reads
+        self.seed_states = [layer.seed_generator.state for layer in self.model.layers
+                            if isinstance(layer, keras.layers.Dropout)]
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, dropout_seed: int) -> float:
+        for i, state in enumerate(self.seed_states):
+            state.assign(np.array([dropout_seed, i], dtype=state.dtype))
+        return self.train.train_step(self.model, self.opt, x.transpose(0, 2, 3, 1), y)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.model.infer(x.transpose(0, 2, 3, 1)).numpy()
+
+    def weights(self) -> dict:
+        return self.impl.export_weights(self.model)
+
+    def velocity(self) -> dict:
+        return self.train.optimizer_state(self.opt)
+
+    def load_velocity(self, state: dict) -> None:
+        self.train.load_optimizer_state(self.opt, self.model, state)
+
+    def set_lr(self, lr: float) -> None:
+        self.train.set_lr(self.opt, lr)
+
+    def get_lr(self) -> float:
+        return self.train.get_lr(self.opt)
+
+
+class FlaxAdapter:
+    framework = "flax"
+
+    def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
+        import jax.numpy as jnp
+        import jax_impl
+        import jax_impl.train as train
+        from flax import nnx
+        self.impl, self.train, self.nnx, self.jnp = jax_impl, train, nnx, jnp
+        self.model = jax_impl.build_model(spec, weights)
+        self.opt = None if lr is None else train.make_optimizer(self.model, lr, cfg)
+        # eval mode through the live model (jit_forward would snapshot the weights): compiled once per adapter
+        self._logits = nnx.jit(lambda model, x: model(x, deterministic=True))
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, dropout_seed: int) -> float:
+        return self.train.train_step(self.model, self.opt, x.transpose(0, 2, 3, 1), y,
+                                     rngs=self.nnx.Rngs(dropout=dropout_seed))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._logits(self.model, self.jnp.asarray(x.transpose(0, 2, 3, 1))))
+
+    def weights(self) -> dict:
+        return self.impl.export_weights(self.model)
+
+    def velocity(self) -> dict:
+        return self.train.optimizer_state(self.opt)
+
+    def load_velocity(self, state: dict) -> None:
+        self.train.load_optimizer_state(self.opt, self.model, state)
+
+    def set_lr(self, lr: float) -> None:
+        self.train.set_lr(self.opt, lr)
+
+    def get_lr(self) -> float:
+        return self.train.get_lr(self.opt)
+
+
+ADAPTERS = {"torch": TorchAdapter, "keras": KerasAdapter, "flax": FlaxAdapter}
+
+
+def make_adapter(framework: str, spec: Spec, weights: dict, lr: float | None = 0.01, cfg: PaperSGD = PaperSGD()):
+    """The framework's model built from canonical `weights`, with the paper's SGD at `lr` (None: no
+    optimizer, for inference only)."""
+    return ADAPTERS[check_framework(framework)](spec, weights, lr, cfg)

@@ -1,0 +1,418 @@
+"""The training loop, once for every framework: the paper's recipe (SGD with momentum and weight decay,
+lr divided by 10 when the validation error stops improving) driven through a training.frameworks adapter.
+
+    from training.loop import RunConfig, train
+    history = train(RunConfig(framework="flax", variant="paper", num_classes=10, epochs=3, batch=32),
+                    train_source, val_source, out="runs/paper")
+
+Everything random is a function of (seed, epoch, step): the initial weights (common.init_weights, the same
+in every framework), the image order, crops, flips and lighting (training.Batches) and the dropout masks
+(the adapters seed them per step). A checkpoint therefore needs only the weights, the velocity, the lr
+schedule and the position (epoch, step) to continue exactly where it stopped.
+
+Files in `out`:
+  checkpoint.safetensors  weights + "velocity/<name>" tensors, the run's state as JSON metadata (resume)
+  model.safetensors       the weights alone, canonical format (alexnet eval / predict / convert read it)
+  metrics.csv, metrics.json, metrics.png   one row per epoch
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from common import Spec, get_spec, init_weights
+from common.optim import PaperSGD, PlateauSchedule
+
+from .augment import average_softmax
+from .loader import Batches
+from .sources import Source, Subset
+
+CHECKPOINT, MODEL = "checkpoint.safetensors", "model.safetensors"
+METRICS_CSV, METRICS_JSON, METRICS_PNG = "metrics.csv", "metrics.json", "metrics.png"
+CHECKPOINT_TAG = "alexnet-parity/train-checkpoint/1"
+VELOCITY = "velocity/"
+# train_loss: the mean of the epoch's step losses (training mode: dropout, augmentation), what SGD saw;
+# train_top1: eval mode, centre crops, on a fixed sample of training images as large as the validation set
+# (the steps' own logits are not returned by the impls' train_step); img_per_s: the epoch's training images
+# over its wall time, batch preparation included, evaluation excluded
+COLUMNS = ("epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "img_per_s", "seconds")
+# settings a resumed run must share with the checkpoint (framework and epochs may change; lr is a new base rate)
+FIXED = ("variant", "input_size", "num_classes", "batch", "seed", "data", "val_fraction")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    framework: str = "torch"
+    variant: str = "paper"
+    input_size: int | None = None  # None: the variant's own
+    num_classes: int = 1000
+    epochs: int = 90
+    batch: int = 128
+    lr: float = 0.01
+    seed: int = 0
+    data: str = ""  # what the data was, recorded so that a resume on other data is refused
+    val_fraction: float = 0.1
+    patience: int = 1  # epochs without a better validation error before lr / 10 (the paper: "stopped improving")
+
+    def spec(self) -> Spec:
+        return get_spec(self.variant, input_size=self.input_size, num_classes=self.num_classes)
+
+
+def dropout_seed(seed: int, epoch: int, step: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, step, 4]).generate_state(1)[0] >> 1)  # < 2**31 for every RNG
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------
+
+def _atomic(path: Path, write) -> None:
+    """write(tmp) then rename over `path`: a reader (or a crash) sees the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_checkpoint(path, spec: Spec, weights: dict, velocity: dict, state: dict) -> None:
+    from safetensors.numpy import save_file
+
+    # contiguous copies: safetensors.numpy writes a transposed view's memory in storage order, silently
+    # (an NHWC impl's fc6 comes back as such a view)
+    tensors = {**{n: np.ascontiguousarray(weights[n], np.float32) for n in spec.weight_shapes()},
+               **{VELOCITY + n: np.ascontiguousarray(velocity[n], np.float32) for n in spec.weight_shapes()}}
+    meta = {"format": CHECKPOINT_TAG, "variant": spec.variant, "input_size": str(spec.input_size),
+            "num_classes": str(spec.num_classes), "spec": spec.to_json(), "state": json.dumps(state)}
+    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def checkpoint_state(path) -> dict:
+    """The run state a checkpoint records (its metadata only; no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    if meta.get("format") != CHECKPOINT_TAG:
+        raise ValueError(f"{path}: not a training checkpoint (format {meta.get('format')!r}, want {CHECKPOINT_TAG})")
+    return json.loads(meta["state"])
+
+
+def load_checkpoint(path) -> tuple[Spec, dict, dict, dict]:
+    """(spec, weights, velocity, state) of a checkpoint save_checkpoint wrote."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
+    if meta.get("format") != CHECKPOINT_TAG:
+        raise ValueError(f"{path}: not a training checkpoint (format {meta.get('format')!r}, want {CHECKPOINT_TAG})")
+    spec = get_spec(meta["variant"], input_size=int(meta["input_size"]), num_classes=int(meta["num_classes"]))
+    if json.loads(meta["spec"]) != json.loads(spec.to_json()):
+        raise ValueError(f"{path}: recorded under another definition of {spec.variant}; it cannot be resumed here")
+    weights = {n: t for n, t in tensors.items() if not n.startswith(VELOCITY)}
+    velocity = {n[len(VELOCITY):]: t for n, t in tensors.items() if n.startswith(VELOCITY)}
+    spec.check_weights(weights, str(path))
+    spec.check_weights(velocity, f"{path} (velocity)")
+    return spec, weights, velocity, json.loads(meta["state"])
+
+
+# --- metrics -------------------------------------------------------------------------------------------
+
+def _finite(value):
+    return value if not isinstance(value, float) or math.isfinite(value) else None  # JSON has no NaN
+
+
+def write_metrics(out: Path, history: list[dict], config: dict) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: row.get(k) for k in COLUMNS} for row in history)
+    _atomic(out / METRICS_CSV, lambda tmp: tmp.write_text(text.getvalue()))
+    doc = {"config": config, "epochs": [{k: _finite(row.get(k)) for k in COLUMNS} for row in history]}
+    _atomic(out / METRICS_JSON, lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
+
+
+def plot_metrics(path: Path, history: list[dict], title: str) -> bool:
+    """Loss and top-1 per epoch, train and validation, lr drops marked. False when matplotlib is absent."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    epochs = [row["epoch"] for row in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((ax_loss, "loss", "cross-entropy"), (ax_acc, "top1", "top-1 accuracy")):
+        ax.plot(epochs, [row[f"train_{key}"] for row in history], "o-", label="train")
+        ax.plot(epochs, [row[f"val_{key}"] for row in history], "s-", label="validation")
+        for prev, row in zip(history, history[1:]):
+            if row["lr"] < prev["lr"]:
+                ax.axvline(row["epoch"] - 0.5, color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    ax_acc.set_ylim(-0.02, 1.02)
+    fig.suptitle(title + "   (dotted: lr / 10)")
+    fig.tight_layout()
+    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return True
+
+
+# --- progress ------------------------------------------------------------------------------------------
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 \
+        else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Progress:
+    """`label [#####.....] step/total  loss 1.2345  812 img/s  ETA 0:15` on stderr: redrawn in place on a
+    terminal, else a line at most every `every` seconds and at the end."""
+
+    def __init__(self, label: str, total: int, stream=None, every: float = 10.0, width: int = 24):
+        self.label, self.total, self.width, self.every = label, max(total, 1), width, every
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.last = -math.inf
+
+    def update(self, done: int, elapsed: float, images: int, loss: float | None = None) -> None:
+        now = time.monotonic()
+        final = done >= self.total
+        if not (self.tty or final or now - self.last >= self.every):
+            return
+        self.last = now
+        filled = self.width * done // self.total
+        rate = images / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / done * (self.total - done) if done else 0.0
+        line = (f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{self.total}"
+                + (f"  loss {loss:.4f}" if loss is not None else "")
+                + f"  {rate:.0f} img/s  " + (f"{_clock(elapsed)}" if final else f"ETA {_clock(eta)}"))
+        self.stream.write(("\r" + line + ("\n" if final else "")) if self.tty else line + "\n")
+        self.stream.flush()
+
+
+def prefetch(make_item, indices, depth: int = 2):
+    """make_item(i) for i in indices, computed `depth` ahead in a background thread (decoding and
+    augmentation overlap the training step: Pillow and numpy release the GIL)."""
+    items: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def work():
+        try:
+            for i in indices:
+                if stop.is_set():
+                    return
+                items.put((make_item(i), None))
+        except BaseException as err:  # handed to the consumer, raised there
+            items.put((None, err))
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        for _ in indices:
+            item, err = items.get()
+            if err is not None:
+                raise err
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                items.get_nowait()
+            except queue.Empty:
+                thread.join(0.01)
+
+
+# --- evaluation ----------------------------------------------------------------------------------------
+
+def topk_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Per image: is the label among the k highest scores."""
+    k = min(k, probs.shape[1])
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return (top == labels[:, None]).any(axis=1)
+
+
+def evaluate(logits_fn, source: Source, spec: Spec, batch: int, *, ten_crop: bool = False, label: str = "eval",
+             stream=None, threads: int = 2) -> dict:
+    """Mean cross-entropy, top-1 and top-5 of `logits_fn` (float32 NCHW batch -> logits) on `source`:
+    centre crops, or the paper's ten views per image with their softmax averaged. Every call of logits_fn
+    gets exactly `batch` rows (the last chunk padded), so a compiled function never sees a new shape."""
+    # ten views per image: about `batch` views per Batches item, not ten times as many in memory at once
+    batches = Batches(source, spec, max(1, batch // 10) if ten_crop else batch, train=False, ten_crop=ten_crop,
+                      threads=threads)
+    progress = Progress(label, len(batches), stream)
+    loss = top1 = top5 = seen = 0
+    start = time.monotonic()
+    for i, (x, y) in enumerate(prefetch(batches.__getitem__, range(len(batches))), 1):
+        views = x.reshape(-1, *x.shape[-3:])
+        chunks = []
+        for lo in range(0, len(views), batch):
+            chunk = views[lo:lo + batch]
+            padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+            chunks.append(np.asarray(logits_fn(padded))[:len(chunk)])
+        z = np.concatenate(chunks).astype(np.float64)
+        if ten_crop:
+            probs = average_softmax(z.reshape(len(y), -1, z.shape[-1]))
+            loss += -np.log(np.maximum(probs[np.arange(len(y)), y], 1e-300)).sum()
+        else:
+            z -= z.max(axis=1, keepdims=True)
+            log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+            probs = np.exp(log_probs)
+            loss += -log_probs[np.arange(len(y)), y].sum()
+        top1 += topk_hits(probs, y, 1).sum()
+        top5 += topk_hits(probs, y, 5).sum()
+        seen += len(y)
+        progress.update(i, time.monotonic() - start, seen)
+    return {"loss": loss / seen, "top1": top1 / seen, "top5": top5 / seen, "hits1": int(top1), "hits5": int(top5),
+            "count": seen}
+
+
+# --- training ------------------------------------------------------------------------------------------
+
+def _train_sample(train: Source, n: int) -> Source:
+    """n training images spread evenly over the set: the eval-mode train top-1 is measured on them."""
+    n = min(n, len(train))
+    return Subset(train, np.unique(np.linspace(0, len(train) - 1, n).round().astype(np.int64)))
+
+
+def _check_resume(config: RunConfig, recorded: dict, path: Path) -> None:
+    for key in FIXED:
+        if key in recorded and recorded[key] != getattr(config, key):
+            option = "--" + key.replace("_", "-")
+            raise ValueError(f"{option} {getattr(config, key)} differs from the checkpoint's {recorded[key]} "
+                             f"({path}); leave it out or start a new --out")
+
+
+def train(config: RunConfig, train_source: Source, val_source: Source, out, *, resume: bool = False,
+          max_steps: int | None = None, lr: float | None = None, stream=None, threads: int = 2,
+          on_step=None) -> list[dict]:
+    """Train, evaluate on val_source after every epoch, checkpoint, write the metrics; returns the
+    history (one dict per epoch, COLUMNS). resume: continue from out/checkpoint.safetensors (same
+    settings; `lr` there sets a new current rate). max_steps: stop after that many steps in all
+    (checkpointing where it stops). Progress goes to `stream` (stderr); on_step(epoch, step, loss) is
+    called after every step (epoch and step counted from 0)."""
+    import weights_convert
+
+    from .frameworks import make_adapter
+
+    stream = sys.stderr if stream is None else stream
+    out = Path(out)
+    ckpt = out / CHECKPOINT
+    spec = config.spec()
+    if len(train_source) < config.batch:
+        raise ValueError(f"--batch {config.batch} is larger than the {len(train_source)} training images")
+    if len(val_source) == 0:
+        raise ValueError("no validation images: raise --val-fraction")
+
+    schedule = PlateauSchedule(lr=config.lr, patience=config.patience)
+    epoch = step = global_step = 0
+    partial = {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}
+    history: list[dict] = []
+    if resume:
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint {ckpt}")
+        ckpt_spec, weights, velocity, state = load_checkpoint(ckpt)
+        _check_resume(config, state["config"], ckpt)
+        if ckpt_spec != spec:
+            raise ValueError(f"{ckpt} holds {ckpt_spec.describe()}, not {spec.describe()}")
+        schedule.load_state_dict(state["schedule"])
+        epoch, step, global_step = state["epoch"], state["step"], state["global_step"]
+        partial, history = state["partial"], state["history"]
+        if lr is not None:
+            schedule.lr = lr
+    else:
+        if ckpt.exists():
+            raise ValueError(f"--out {out} already holds a checkpoint; pass --resume to continue it, or another --out")
+        weights, velocity = init_weights(spec, seed=config.seed), None
+    out.mkdir(parents=True, exist_ok=True)
+    stream.write(f"training {spec.describe()} in {config.framework}: {len(train_source)} training images, "
+                 f"{len(val_source)} validation, batch {config.batch}, epochs {epoch + 1}..{config.epochs} -> {out}\n")
+
+    model = make_adapter(config.framework, spec, weights, lr=schedule.lr, cfg=PaperSGD(lr=config.lr))
+    if velocity is not None:
+        model.load_velocity(velocity)
+    del weights, velocity
+    train_eval = _train_sample(train_source, max(len(val_source), config.batch))
+    run_config = dataclasses.asdict(config)
+
+    def save(epoch_: int, step_: int) -> dict:
+        state = {"epoch": epoch_, "step": step_, "global_step": global_step, "schedule": schedule.state_dict(),
+                 "partial": partial, "history": history, "config": run_config}
+        weights = model.weights()
+        save_checkpoint(ckpt, spec, weights, model.velocity(), state)
+        return weights
+
+    while epoch < config.epochs:
+        batches = Batches(train_source, spec, config.batch, train=True, seed=config.seed, epoch=epoch,
+                          drop_last=True, threads=threads)
+        progress = Progress(f"epoch {epoch + 1}/{config.epochs}", len(batches), stream)
+        start = time.monotonic() - partial["seconds"]
+        stopped = False
+        for x, y in prefetch(batches.__getitem__, range(step, len(batches))):
+            if max_steps is not None and global_step >= max_steps:
+                stopped = True
+                break
+            loss = model.train_step(x, y, dropout_seed(config.seed, epoch, step))
+            if not math.isfinite(loss):
+                raise ValueError(f"training diverged: loss {loss} at epoch {epoch + 1}, step {step + 1}; "
+                                 f"try a lower --lr (now {schedule.lr:g})")
+            if on_step is not None:
+                on_step(epoch, step, loss)
+            step += 1
+            global_step += 1
+            partial.update(loss_sum=partial["loss_sum"] + loss, steps=partial["steps"] + 1,
+                           images=partial["images"] + len(y), seconds=time.monotonic() - start)
+            progress.update(step, partial["seconds"], partial["images"], partial["loss_sum"] / partial["steps"])
+        if stopped:
+            save(epoch, step)
+            stream.write(f"stopped after {global_step} steps (epoch {epoch + 1}, step {step}); "
+                         f"--resume continues from {ckpt}\n")
+            break
+        val = evaluate(model.logits, val_source, spec, config.batch, label="  validation", stream=stream,
+                       threads=threads)
+        tr = evaluate(model.logits, train_eval, spec, config.batch, label="  train top-1", stream=stream,
+                      threads=threads)
+        history.append({"epoch": epoch + 1, "train_loss": partial["loss_sum"] / partial["steps"],
+                        "train_top1": tr["top1"], "val_loss": val["loss"], "val_top1": val["top1"],
+                        "val_top5": val["top5"], "lr": schedule.lr,
+                        "img_per_s": partial["images"] / partial["seconds"], "seconds": partial["seconds"]})
+        model.set_lr(schedule.step(1.0 - val["top1"]))  # the paper's rule: on the validation error
+        epoch, step = epoch + 1, 0
+        partial = {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}
+        row = history[-1]
+        stream.write(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.3f}  "
+                     f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.3f}  lr {row['lr']:g}  "
+                     f"{row['img_per_s']:.1f} img/s\n")
+        write_metrics(out, history, run_config)
+        plot_metrics(out / METRICS_PNG, history, f"{config.variant} in {config.framework}, "
+                     f"{spec.input_size}px, {config.num_classes} classes")
+        weights_convert.save(str(out / MODEL), spec, save(epoch, 0), fmt="canonical")
+        stream.flush()
+        if max_steps is not None and global_step >= max_steps:
+            break
+    return history
