@@ -1,0 +1,61 @@
+"""`alexnet eval`: top-1 and top-5 of a checkpoint on a data set, from the centre crop or the paper's ten
+views (four corners, centre, and their mirrors) with their softmax averaged."""
+from __future__ import annotations
+
+import json
+import sys
+
+from . import _data
+
+
+def add_arguments(p):
+    p.add_argument("--weights", required=True, metavar="FILE", help="a checkpoint in any format alexnet convert "
+                   "reads (a training run's model.safetensors, a torchvision .pth, a .caffemodel ...)")
+    p.add_argument("--data", required=True, metavar="PATH", help=_data.HELP + "; of a train/val folder, val/; "
+                   "of CIFAR-10, test_batch.bin; synthetic images are drawn apart from the training ones")
+    p.add_argument("--framework", metavar="F", help="torch, keras or flax (default: the first installed)")
+    p.add_argument("--ten-crop", action="store_true", help="the paper's 10 views per image, softmax averaged")
+    p.add_argument("--variant", metavar="V", help="the variant the file holds, where it does not record it")
+    p.add_argument("--batch", type=int, default=64, metavar="N", help="images per forward pass (default 64)")
+    p.add_argument("--workers", type=int, default=2, metavar="N", help="threads decoding images (default 2)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def load_classifier(path: str, variant: str | None, framework: str | None):
+    """(spec, inference adapter) for a weights file holding a classifier (fc8 included)."""
+    import os
+
+    import weights_convert
+    from training import frameworks
+
+    framework = frameworks.check_framework(framework) if framework else frameworks.default_framework()
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--weights {path}: no such file")
+    spec, weights = weights_convert.load(path, variant=variant)
+    if not spec.include_top:
+        raise ValueError(f"--weights {path} holds a feature extractor ({spec.describe()}): no classifier to evaluate")
+    return spec, frameworks.make_adapter(framework, spec, weights, lr=None)
+
+
+def run(args) -> int:
+    from training.loop import evaluate
+
+    if args.batch < 1 or args.workers < 1:
+        raise ValueError(f"--batch and --workers must be positive, got {args.batch}, {args.workers}")
+    spec, model = load_classifier(args.weights, args.variant, args.framework)
+    source = _data.eval_source(args.data, spec.num_classes)
+    view = "10-crop" if args.ten_crop else "centre crop"
+    r = evaluate(model.logits, source, spec, args.batch, ten_crop=args.ten_crop, label=f"eval ({view})",
+                 threads=args.workers)
+    k5 = min(5, spec.num_classes)
+    if args.json:
+        print(json.dumps({"weights": args.weights, "spec": spec.describe(), "framework": model.framework,
+                          "views": view, "images": r["count"], "loss": r["loss"], "top1": r["top1"],
+                          "top5": r["top5"], "top1_hits": r["hits1"], "top5_hits": r["hits5"]}))
+        return 0
+    print(f"{spec.describe()} in {model.framework}, {view}, {r['count']} images", file=sys.stderr)
+    print(f"top-1 {r['top1']:.4f}  ({r['hits1']}/{r['count']})")
+    print(f"top-5 {r['top5']:.4f}  ({r['hits5']}/{r['count']})"
+          + (f"  (only {spec.num_classes} classes: top-{k5})" if k5 < 5 else ""))
+    print(f"loss  {r['loss']:.4f}")
+    return 0

@@ -1,0 +1,57 @@
+"""`alexnet predict IMAGE`: the top classes of one image, preprocessed as the variant's own pipeline does
+(short side resized, centre crop, the variant's channel order, range and mean/std). A 1000-output
+classifier is named with the ILSVRC-2012 class names; any other with class indices."""
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+
+
+def add_arguments(p):
+    p.add_argument("image", metavar="IMAGE", help="an image file Pillow reads (JPEG, PNG, ...)")
+    p.add_argument("--weights", required=True, metavar="FILE", help="a checkpoint in any format alexnet convert reads")
+    p.add_argument("--framework", metavar="F", help="torch, keras or flax (default: the first installed)")
+    p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to print (default 5)")
+    p.add_argument("--variant", metavar="V", help="the variant the file holds, where it does not record it")
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ILSVRC-2012 class names in the index order of every ImageNet AlexNet (0 tench ... 999
+    toilet_tissue)."""
+    text = resources.files("training").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    return text.splitlines()
+
+
+def preprocess(path: str, spec) -> np.ndarray:
+    """float32 (1, 3, S, S): short side to the variant's resize (256 scaled by input_size / crop), centre
+    S x S crop (torchvision's Resize + CenterCrop), then the variant's channel order and normalisation."""
+    from PIL import Image, UnidentifiedImageError
+
+    from training import augment
+
+    try:
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path}: no such file") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"image {path}: cannot decode ({err})") from None
+    view = augment.center_crop(augment.resize_short(pixels, augment.base_size(spec)), spec.input_size)
+    return augment.to_batch(view[None], spec.preprocessing)
+
+
+def run(args) -> int:
+    from .eval_cmd import load_classifier
+
+    if args.top < 1:
+        raise ValueError(f"--top must be positive, got {args.top}")
+    spec, model = load_classifier(args.weights, args.variant, args.framework)
+    x = preprocess(args.image, spec)
+    z = np.asarray(model.logits(x), np.float64)[0]
+    probs = np.exp(z - z.max())
+    probs /= probs.sum()
+    names = imagenet_classes() if spec.num_classes == 1000 else None
+    for rank, c in enumerate(np.argsort(-probs, kind="stable")[:args.top], 1):
+        print(f"{rank:>2}. {probs[c]:.4f}  " + (f"{c:>3} {names[c]}" if names else f"class {c}"))
+    return 0
