@@ -1,5 +1,8 @@
 """NCHW (canonical) <-> NHWC (Keras, Flax): the transposes, and fc6's row order, in one place.
 
+Every helper returns a C-contiguous copy: safetensors 0.8 writes a transposed view's memory, not its
+values, without an error, so a view escaping into a checkpoint corrupts it silently.
+
 The one line most hand-made AlexNet ports get wrong: an NHWC flatten orders fc6's inputs H,W,C, the
 canonical weights order them C,H,W, so the dense kernel's rows must be permuted, not just transposed.
 """
@@ -14,14 +17,14 @@ def fc_rows_chw_to_hwc(weight: np.ndarray, chw: tuple[int, int, int]) -> np.ndar
     """Canonical dense weight (out, C*H*W) -> (H*W*C, out): the kernel an NHWC flatten needs."""
     c, h, w = chw
     out = weight.shape[0]
-    return weight.reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out)
+    return np.ascontiguousarray(weight.reshape(out, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, out))
 
 
 def fc_rows_hwc_to_chw(kernel: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
     """Inverse of fc_rows_chw_to_hwc: an NHWC (H*W*C, out) kernel -> canonical (out, C*H*W)."""
     c, h, w = chw
     out = kernel.shape[1]
-    return kernel.reshape(h, w, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * w)
+    return np.ascontiguousarray(kernel.reshape(h, w, c, out).transpose(3, 2, 0, 1).reshape(out, c * h * w))
 
 
 def conv_oihw_to_hwio(weight: np.ndarray) -> np.ndarray:

@@ -1,0 +1,38 @@
+"""The NCHW <-> NHWC helpers: exact inverses, the fc6 permutation an NHWC flatten needs, contiguous copies."""
+import numpy as np
+
+from common import (activation_to_nchw, conv_hwio_to_oihw, conv_oihw_to_hwio, fc_rows_chw_to_hwc, fc_rows_hwc_to_chw,
+                    get_spec)
+
+rng = np.random.default_rng(0)
+
+
+def test_fc6_permutation_matches_an_nhwc_flatten():
+    chw = (4, 3, 5)
+    w = rng.normal(size=(7, 4 * 3 * 5)).astype(np.float32)
+    x = rng.normal(size=(2, *chw))
+    kernel = fc_rows_chw_to_hwc(w, chw)
+    np.testing.assert_allclose(x.transpose(0, 2, 3, 1).reshape(2, -1) @ kernel, x.reshape(2, -1) @ w.T, rtol=1e-6)
+    assert np.array_equal(fc_rows_hwc_to_chw(kernel, chw), w)
+    # the naive port (W.T without the permutation) is a different function
+    assert not np.allclose(x.transpose(0, 2, 3, 1).reshape(2, -1) @ w.T, x.reshape(2, -1) @ w.T)
+
+
+def test_every_helper_returns_contiguous_arrays():
+    w = rng.normal(size=(8, 12)).astype(np.float32)
+    k = rng.normal(size=(3, 3, 2, 4)).astype(np.float32)
+    for a in (fc_rows_chw_to_hwc(w, (3, 2, 2)), fc_rows_hwc_to_chw(w.T.copy(), (3, 2, 2)), conv_hwio_to_oihw(k),
+              conv_oihw_to_hwio(conv_hwio_to_oihw(k))):
+        assert a.flags["C_CONTIGUOUS"]
+    assert np.array_equal(conv_oihw_to_hwio(conv_hwio_to_oihw(k)), k)
+
+
+def test_activation_to_nchw_reorders_everything_between_flatten_and_fc6():
+    spec = get_spec("torchvision", input_size=63)  # flatten, drop6 (still H,W,C in NHWC), fc6
+    c, h, w = spec.layer("flatten").in_shape
+    nchw = rng.normal(size=(2, c, h, w))
+    nhwc_flat = nchw.transpose(0, 2, 3, 1).reshape(2, -1)
+    for name in ("flatten", "drop6"):
+        assert np.array_equal(activation_to_nchw(spec, name, nhwc_flat), nchw.reshape(2, -1))
+    fc6 = rng.normal(size=(2, 4096))
+    assert np.array_equal(activation_to_nchw(spec, "fc6", fc6), fc6)
