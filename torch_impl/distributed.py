@@ -25,7 +25,7 @@ from common import Spec, get_spec
 from common.optim import PaperSGD as PaperSGDConfig
 
 from .model import build_model, export_weights
-from .train import PaperSGD, loss_fn, make_optimizer, optimizer_state
+from .train import make_optimizer, optimizer_state, train_step
 
 
 def setup(backend: str | None = None) -> tuple[int, int]:
@@ -60,17 +60,6 @@ def wrap(model: nn.Module) -> DistributedDataParallel:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def train_step(ddp: DistributedDataParallel, optimizer: PaperSGD, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One step on this process's rows (NCHW): forward, backward (where DDP averages the gradients over the
-    processes), the paper's update. Returns this process's mean loss. (torch_impl.train.train_step takes the
-    bare model, whose backward would not synchronise.)"""
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(ddp(x), y)
-    loss.backward()
-    optimizer.step()
-    return loss.detach()
-
-
 def train(spec: Spec, weights: dict | None, batches: Iterable, *, lr: float | None = None,
           cfg: PaperSGDConfig = PaperSGDConfig(), seed: int = 0,
           on_step: Callable[[int, float], None] | None = None, return_velocity: bool = False):
@@ -90,7 +79,7 @@ def train(spec: Spec, weights: dict | None, batches: Iterable, *, lr: float | No
     for step, (x, y) in enumerate(batches, 1):
         x = torch.as_tensor(shard(x, rank, world), dtype=torch.float32, device=device)
         y = torch.as_tensor(np.asarray(shard(y, rank, world)), dtype=torch.long, device=device)
-        loss = train_step(ddp, optimizer, x, y)
+        loss = torch.tensor(train_step(ddp, optimizer, x, y))  # DDP averages the gradients in backward
         dist.all_reduce(loss)  # on every process, whoever logs (a collective all must join); gloo has no AVG
         if on_step is not None:
             on_step(step, float(loss) / world)

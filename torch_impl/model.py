@@ -59,7 +59,10 @@ class AlexNet(nn.Sequential):
 
 
 def unwrap(model: nn.Module) -> AlexNet:
-    """The AlexNet inside a torch.compile wrapper (whose state_dict keys gain an `_orig_mod.` prefix)."""
+    """The AlexNet inside a torch.compile wrapper (whose state_dict keys gain an `_orig_mod.` prefix) or a
+    DistributedDataParallel / DataParallel one (`module.`), or both."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model) if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
     model = getattr(model, "_orig_mod", model)
     if not isinstance(model, AlexNet):
         raise TypeError(f"expected a torch_impl AlexNet, got {type(model).__name__}")
