@@ -19,7 +19,6 @@ within 1e-7 of the layer's max; Keras and Flax (both NHWC) tend to round alike a
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 
@@ -33,8 +32,7 @@ PAIRS = (("torch", "keras"), ("torch", "flax"), ("keras", "flax"))
 
 
 def no_dropout(spec):
-    return dataclasses.replace(spec, layers=tuple(dataclasses.replace(layer, rate=0.0) if layer.kind == "dropout"
-                                                  else layer for layer in spec.layers))
+    return spec.replace_layers("dropout", rate=0.0)
 
 
 def frameworks():

@@ -52,6 +52,12 @@ class Spec:
             shapes[f"{layer.name}.bias"] = (layer.weight_shape[0],)
         return shapes
 
+    def replace_layers(self, kind: str, **changes) -> "Spec":
+        """A hand-modified copy with `changes` applied to every layer of `kind`, e.g. ("dropout", rate=0.0)
+        for step-equality tests, or ("lrn", alpha_over_n=False) to build a deliberately wrong port."""
+        return dataclasses.replace(self, layers=tuple(
+            dataclasses.replace(layer, **changes) if layer.kind == kind else layer for layer in self.layers))
+
     # --- counts ----------------------------------------------------------------------------------
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         return {layer.name: layer.out_shape for layer in self.layers}

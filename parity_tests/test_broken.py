@@ -1,5 +1,4 @@
 """The suite catches the classic porting mistakes: each broken model below must fail it, at the layer at fault."""
-import dataclasses
 
 import numpy as np
 import pytest
@@ -47,7 +46,6 @@ def test_lrn_alpha_not_divided_by_n_fails_at_norm1(framework):
     if not framework_available(framework):
         pytest.skip(f"{framework} is not installed")
     spec = get_spec("caffe")
-    wrong = dataclasses.replace(spec, layers=tuple(
-        dataclasses.replace(layer, alpha_over_n=False) if layer.kind == "lrn" else layer for layer in spec.layers))
+    wrong = spec.replace_layers("lrn", alpha_over_n=False)
     result = run_parity("caffe", device="cpu", frameworks=(framework,), spec_for={framework: wrong})
     assert failures(result) and first_failing_layer(result, framework) == "norm1"

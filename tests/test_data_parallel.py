@@ -11,7 +11,6 @@ is deterministic. Caffe's variant: grouped convs, LRN and its bias multipliers (
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import pickle
@@ -35,8 +34,7 @@ DEVICES = 2
 
 
 def no_dropout(spec):
-    return dataclasses.replace(spec, layers=tuple(dataclasses.replace(layer, rate=0.0) if layer.kind == "dropout"
-                                                  else layer for layer in spec.layers))
+    return spec.replace_layers("dropout", rate=0.0)
 
 
 SPEC = no_dropout(get_spec("caffe", input_size=smallest_input_size("caffe"), num_classes=10))

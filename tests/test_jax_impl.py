@@ -1,7 +1,6 @@
 """jax_impl: the Flax NNX AlexNet against the float64 reference, layer by layer, plus its NNX conventions."""
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 
@@ -219,8 +218,7 @@ def test_dropout_only_in_train_mode(small_paper):
 
 def test_rate_zero_dropout_is_the_identity_in_train_mode(small_paper):
     spec, _, x = small_paper
-    no_drop = dataclasses.replace(spec, layers=tuple(
-        dataclasses.replace(layer, rate=0.0) if layer.kind == "dropout" else layer for layer in spec.layers))
+    no_drop = spec.replace_layers("dropout", rate=0.0)
     model = jax_impl.build_model(no_drop, live_weights(spec))
     evaluated = np.asarray(model(x))
     model.train()

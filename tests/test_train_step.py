@@ -8,7 +8,6 @@ their masks from different RNGs.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import numpy as np
 import pytest
@@ -104,8 +103,7 @@ def all_fws():
 
 # --- data -----------------------------------------------------------------------------------------------
 def no_dropout(spec):
-    return dataclasses.replace(spec, layers=tuple(dataclasses.replace(layer, rate=0.0) if layer.kind == "dropout"
-                                                  else layer for layer in spec.layers))
+    return spec.replace_layers("dropout", rate=0.0)
 
 
 def small_spec(variant):
