@@ -4,6 +4,7 @@ checkpoint format (canonical -> torch -> keras -> flax files), and the round tri
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -90,9 +91,11 @@ def converted_weights(variant, overrides, frameworks, seed=0):
         for name in frameworks:
             fmt, filename = CONVERT_FORMATS[name]
             dst = os.path.join(tmp, filename)
-            spec_in, w_in = weights_convert.load(src, variant=variant)
+            # a torch state_dict or an h5 file need not record the input size (paper at 224 and 227 hold the
+            # same shapes), so the reader is told the one we know
+            spec_in, w_in = weights_convert.load(src, variant=variant, input_size=spec.input_size)
             weights_convert.save(dst, spec_in, w_in, fmt=fmt)
-            spec_out, w_out = weights_convert.load(dst, fmt=fmt, variant=variant)
+            spec_out, w_out = weights_convert.load(dst, fmt=fmt, variant=variant, input_size=spec.input_size)
             if spec_out != spec:
                 raise AssertionError(f"{fmt}: read back as {spec_out.describe()}, wrote {spec.describe()}")
             for key, value in weights.items():
@@ -169,6 +172,8 @@ def plot(results, path, tolerance):
 
 
 def run(args) -> int:
+    # tf_impl compiles its LRN once per shape, which TF reports as "retracing" warnings: by design here
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     configs = _configs(args)
     frameworks = _frameworks(args)
     devices = _devices(args, frameworks)
