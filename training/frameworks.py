@@ -44,29 +44,12 @@ def default_framework() -> str:
     raise ValueError("no framework installed: pip install 'alexnet-parity[torch]' (or [tf], [jax])")
 
 
-class TorchAdapter:
-    framework = "torch"
-
-    def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
-        import torch
-        import torch_impl
-        import torch_impl.train as train
-        self.torch, self.train = torch, train
-        self.model = torch_impl.build_model(spec, weights)
-        self.opt = None if lr is None else train.make_optimizer(self.model, lr, cfg)
-
-    def train_step(self, x: np.ndarray, y: np.ndarray, dropout_seed: int) -> float:
-        self.torch.manual_seed(dropout_seed)  # nn.Dropout draws from torch's global generator
-        return self.train.train_step(self.model, self.opt, x, y)
-
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        self.model.eval()
-        with self.torch.inference_mode():
-            return self.model(self.torch.from_numpy(x)).numpy()
+class Adapter:
+    """What every adapter shares: weights out through its impl, velocity and lr through its train module.
+    A subclass sets impl, train, model and opt, and gives train_step and logits."""
 
     def weights(self) -> dict:
-        import torch_impl
-        return torch_impl.export_weights(self.model)
+        return self.impl.export_weights(self.model)
 
     def velocity(self) -> dict:
         return self.train.optimizer_state(self.opt)
@@ -81,7 +64,29 @@ class TorchAdapter:
         return self.train.get_lr(self.opt)
 
 
-class KerasAdapter:
+class TorchAdapter(Adapter):
+    framework = "torch"
+
+    def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
+        import torch
+        import torch_impl
+        import torch_impl.train as train
+        self.torch, self.impl, self.train = torch, torch_impl, train
+        self.model = torch_impl.build_model(spec, weights)
+        self.opt = None if lr is None else train.make_optimizer(self.model, lr, cfg)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, dropout_seed: int) -> float:
+        self.torch.manual_seed(dropout_seed)  # nn.Dropout draws from torch's global generator
+        return self.train.train_step(self.model, self.opt, x, y)
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        with self.torch.inference_mode():
+            return self.model(self.torch.from_numpy(x)).numpy()
+
+
+
+class KerasAdapter(Adapter):
     framework = "keras"
 
     def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
@@ -103,23 +108,8 @@ class KerasAdapter:
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self.model.infer(x.transpose(0, 2, 3, 1)).numpy()
 
-    def weights(self) -> dict:
-        return self.impl.export_weights(self.model)
 
-    def velocity(self) -> dict:
-        return self.train.optimizer_state(self.opt)
-
-    def load_velocity(self, state: dict) -> None:
-        self.train.load_optimizer_state(self.opt, self.model, state)
-
-    def set_lr(self, lr: float) -> None:
-        self.train.set_lr(self.opt, lr)
-
-    def get_lr(self) -> float:
-        return self.train.get_lr(self.opt)
-
-
-class FlaxAdapter:
+class FlaxAdapter(Adapter):
     framework = "flax"
 
     def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
@@ -139,21 +129,6 @@ class FlaxAdapter:
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self._logits(self.model, self.jnp.asarray(x.transpose(0, 2, 3, 1))))
-
-    def weights(self) -> dict:
-        return self.impl.export_weights(self.model)
-
-    def velocity(self) -> dict:
-        return self.train.optimizer_state(self.opt)
-
-    def load_velocity(self, state: dict) -> None:
-        self.train.load_optimizer_state(self.opt, self.model, state)
-
-    def set_lr(self, lr: float) -> None:
-        self.train.set_lr(self.opt, lr)
-
-    def get_lr(self) -> float:
-        return self.train.get_lr(self.opt)
 
 
 ADAPTERS = {"torch": TorchAdapter, "keras": KerasAdapter, "flax": FlaxAdapter}
