@@ -24,9 +24,8 @@ import tempfile
 import time
 
 from common import LRN, VARIANTS, get_spec, smallest_input_size
+from common.frameworks import FRAMEWORKS, framework_available
 
-FRAMEWORKS = {"torch": "torch_impl", "keras": "tf_impl", "flax": "jax_impl"}  # as `alexnet parity` names them
-REQUIRES = {"torch": ("torch",), "keras": ("tensorflow", "keras"), "flax": ("jax", "flax")}
 # each framework's execution paths: eager and compiled where the framework has both
 PATHS = {"torch": ("eager", "compile"), "keras": ("graph", "xla"), "flax": ("jit",)}
 PATH_HELP = {"eager": "torch eager (inference_mode)", "compile": "torch.compile (inductor)",
@@ -163,11 +162,6 @@ def cold_start(runs: int) -> list[dict]:
     return out
 
 
-def _framework_available(name: str) -> bool:
-    import importlib.util
-    return all(importlib.util.find_spec(m) is not None for m in REQUIRES[name])
-
-
 _TF_NOISE = re.compile(r"^(WARNING: All log messages before absl|I0000 |To enable the following instructions|"
                        r"This TensorFlow binary is optimized)")
 
@@ -207,7 +201,7 @@ def run(args) -> int:
     records.append({"kind": "roof", **numpy_roof()})
     _say(f"numpy matmul {ROOF_N}^3: {records[-1]['gflops']:.0f} GFLOP/s")
     for fw in plan["frameworks"]:
-        if not _framework_available(fw):
+        if not framework_available(fw):
             _say(f"{fw}: not installed, left out")
             records.append({"kind": "error", "framework": fw, "error": "not installed"})
             continue
@@ -294,18 +288,20 @@ def render(report: dict) -> str:
              f"roof: float32 {ROOF_N}^3 matmul, best framework median {report['roof_gflops']:.0f} GFLOP/s ("
              + ", ".join(f"{r['framework']} {r['gflops']:.0f}" for r in report["roofs"]) + ")", ""]
     rows = [["variant", "size", "framework", "path", "img/s", "spread", "GFLOP/s", "% roof", "compile s", "params MB",
-             "peak MB"]]
+             "peak MB", "others"]]
     for r in report["results"]:
         if r["role"] != "main":
             continue
         spread = (r["images_per_s_max"] - r["images_per_s_min"]) / 2 / r["images_per_s"]
         rows.append([r["variant"], str(r["input_size"]), r["framework"], r["path"], f"{r['images_per_s']:.1f}",
                      f"+-{100 * spread:.0f}%", f"{r['gflops']:.0f}", f"{100 * r['roof_fraction']:.0f}%",
-                     f"{r['compile_s']:.2f}", f"{r['model_mb']:.0f}", f"{r['peak_mb']:.0f}"])
-    lines.append(_table(rows, right={4, 5, 6, 7, 8, 9, 10}) if len(rows) > 1 else "(no model results)")
+                     f"{r['compile_s']:.2f}", f"{r['model_mb']:.0f}", f"{r['peak_mb']:.0f}",
+                     "-" if r["others_cpu"] is None else f"{100 * r['others_cpu']:.0f}%"])
+    lines.append(_table(rows, right={4, 5, 6, 7, 8, 9, 10, 11}) if len(rows) > 1 else "(no model results)")
     lines.append("img/s: median; spread: half the min..max range; % roof: GFLOP/s over the roof; compile s: first "
                  "step minus a steady one (trace + compile; eager: one-off set-up); params MB: resident after "
-                 "building; peak MB: highest resident while compiling and running, above the process before it")
+                 "building; peak MB: highest resident while compiling and running, above the process before it; others: "
+                 "share of the machine's CPU time other processes took while it was timed (0% = a quiet machine)")
     if report["lrn_cost"]:
         rows = [["variant", "framework", "path", "with LRN img/s", "without", "LRN adds", f"<= {LRN_LIMIT:.0%}"]]
         for r in report["lrn_cost"]:
@@ -402,6 +398,17 @@ def plot(report: dict, path: str) -> None:
 def _rss_kb(field: str) -> int:
     with open("/proc/self/status") as fh:
         return int(re.search(rf"^{field}:\s+(\d+)", fh.read(), re.M).group(1))
+
+
+def _machine_busy_s() -> float | None:
+    """CPU seconds all processes have spent on this machine (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # user..steal; guest time is inside user
 
 
 def _reset_peak() -> bool:
@@ -670,18 +677,23 @@ def _measure_group(runner, fw: str, path: str, job: dict, entries: list[tuple[st
         _say(f"  {fw} {path} {model_name}: first step {first:.2f} s, parameters {extra['model_mb']:.0f} MB, "
              f"peak {peak:.0f} MB")
     times = {name: [] for name, *_ in built}
+    machine0, own0, wall0 = _machine_busy_s(), time.process_time(), time.perf_counter()
     for _ in range(job["repeats"]):
         for name, _, _, step, *_ in built:
             t = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t)
+    # the share of the machine's CPU time that other processes took while these steps were timed
+    machine1, own1, wall1 = _machine_busy_s(), time.process_time(), time.perf_counter()
+    others = (None if machine0 is None else
+              max(0.0, (machine1 - machine0) - (own1 - own0)) / ((wall1 - wall0) * (os.cpu_count() or 1)))
     out = []
     for name, role, spec_used, _, first, peak, extra in built:
         step_s = statistics.median(times[name])
         out.append({"kind": "model", "framework": fw, "path": path, "variant": variant, "model": name, "role": role,
                     "input_size": size, "batch": job["batch"], "macs": spec_used.mac_count(),
                     "seconds": times[name], "step_s": step_s, "first_step_s": first,
-                    "compile_s": max(0.0, first - step_s), "peak_mb": peak, **extra})
+                    "compile_s": max(0.0, first - step_s), "peak_mb": peak, "others_cpu": others, **extra})
     return out
 
 

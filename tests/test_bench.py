@@ -43,6 +43,7 @@ def test_each_model_result_is_complete(tiny_run):
     for r in report["results"]:
         assert len(r["seconds"]) == 1 and r["images_per_s"] > 0 and 0 < r["roof_fraction"]
         assert r["compile_s"] >= 0 and r["peak_mb"] > 0 and r["model_mb"] > 0
+        assert r["others_cpu"] is None or 0 <= r["others_cpu"] <= 1
     paper = next(r for r in report["results"] if r["model"] == "paper")
     bare = next(r for r in report["results"] if r["role"] == "no_lrn")
     assert paper["macs"] == bare["macs"] == get_spec("paper", input_size=52).mac_count()  # LRN has no MACs
