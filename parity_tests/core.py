@@ -5,8 +5,6 @@ reference's magnitude for every pair makes the numbers of one layer comparable a
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -14,11 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from common import Spec, get_spec, reference_forward
+from common.frameworks import FRAMEWORKS, framework_available, load_impl  # noqa: F401 (framework_available is re-exported)
 
-# user-facing framework name -> the package that builds it
-FRAMEWORKS = {"torch": "torch_impl", "keras": "tf_impl", "flax": "jax_impl"}
-# the frameworks those packages need, to tell "not installed" from "broken"
-REQUIRES = {"torch": ("torch",), "keras": ("tensorflow", "keras"), "flax": ("jax", "flax")}
 TOLERANCE = 1e-5
 
 # (variant, overrides) the suite runs: every default, plus the overrides whose geometry differs.
@@ -44,14 +39,6 @@ def config_id(variant: str, overrides: dict) -> str:
     if overrides.get("include_top") is False:
         label += "/notop"
     return label
-
-
-def framework_available(name: str) -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in REQUIRES[name])
-
-
-def load_impl(name: str):
-    return importlib.import_module(FRAMEWORKS[name])
 
 
 def parity_weights(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:

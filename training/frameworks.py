@@ -9,21 +9,13 @@ run's seed, epoch and step, so a resumed run draws the same masks as an uninterr
 """
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 
 from common import Spec
+from common.frameworks import FRAMEWORKS, framework_available
 from common.optim import PaperSGD
 
-# --framework name -> (impl package, Python packages it needs, pip extra)
-FRAMEWORKS = {"torch": ("torch_impl", ("torch",), "torch"),
-              "keras": ("tf_impl", ("tensorflow", "keras"), "tf"),
-              "flax": ("jax_impl", ("jax", "flax"), "jax")}
-
-
-def available(framework: str) -> bool:
-    return all(importlib.util.find_spec(p) is not None for p in FRAMEWORKS[framework][1])
+available = framework_available
 
 
 def check_framework(framework: str) -> str:
@@ -31,8 +23,9 @@ def check_framework(framework: str) -> str:
     if framework not in FRAMEWORKS:
         raise ValueError(f"unknown --framework {framework!r}; choose one of: {', '.join(FRAMEWORKS)}")
     if not available(framework):
-        _, needs, extra = FRAMEWORKS[framework]
-        raise ValueError(f"--framework {framework} needs {' and '.join(needs)}: pip install 'alexnet-parity[{extra}]'")
+        fw = FRAMEWORKS[framework]
+        raise ValueError(f"--framework {framework} needs {' and '.join(fw.requires)}: "
+                         f"pip install 'alexnet-parity[{fw.extra}]'")
     return framework
 
 
