@@ -63,33 +63,26 @@ def torch_options(repeats):
 
     import torch_impl
 
-    def shifted(x, size, scale, beta, k, power):
-        squares = x * x
-        window = squares.clone()
-        for d in range(1, size // 2 + 1):
-            window[:, d:] += squares[:, :-d]
-        for d in range(1, (size - 1) // 2 + 1):
-            window[:, :-d] += squares[:, d:]
-        d = window.mul_(scale).add_(k)
-        return power(d).mul_(x)
+    def formula(x, size, scale, beta, k, rsqrt=False):  # the out-of-place form torch_impl hands torch.compile
+        squares = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+        t = k + scale * sum(squares[:, i:i + x.shape[1]] for i in range(size))
+        if rsqrt and beta == 0.75:  # t^-3/4 = rsqrt(t) * sqrt(rsqrt(t)): no powf per element
+            r = torch.rsqrt(t)
+            return x * r * torch.sqrt(r)
+        return x * t ** -beta
 
-    def rsqrt_power(d):  # d ** -0.75 == rsqrt(d * sqrt(d)): two cheap ops instead of exp(log)
-        return d.mul_(d.sqrt()).rsqrt_()
-
-    def avg_pool_conv(x, size, scale, beta, k):  # the window sum as a depthwise 1-D conv over channels
+    def avg_pool_conv(x, size, scale, beta, k):  # the window sum as a 1-D conv over channels
         n, c, h, w = x.shape
-        sq = (x * x).view(n, 1, c, h * w)
-        ones = torch.ones(1, 1, size, 1)
-        window = F.conv2d(sq, ones, padding=(size // 2, 0)).view(n, c, h, w)
-        return x * (window * scale + k).pow_(-beta)
+        window = F.conv2d((x * x).view(n, 1, c, h * w), torch.ones(1, 1, size, 1), padding=(size // 2, 0))
+        return x * (window.view(n, c, h, w) * scale + k).pow_(-beta)
 
-    compiled = torch.compile(torch_impl.local_response_norm, dynamic=False)
     options = {
-        "torch_impl.local_response_norm (now)": torch_impl.local_response_norm,
-        "same, rsqrt(d*sqrt(d)) for pow(d,-0.75)": lambda x, s, sc, b, k: shifted(x, s, sc, b, k, rsqrt_power),
+        "torch_impl.local_response_norm (eager, now)": torch_impl.local_response_norm,
         "F.local_response_norm (alpha = scale*n)": lambda x, s, sc, b, k: F.local_response_norm(x, s, sc * s, b, k),
         "window sum as a 1-D conv": avg_pool_conv,
-        "torch.compile(torch_impl's)": compiled,
+        "torch.compile: formula with pow (now)": torch.compile(formula, dynamic=False),
+        "torch.compile: formula with rsqrt*sqrt(rsqrt)": torch.compile(
+            lambda x, s, sc, b, k: formula(x, s, sc, b, k, rsqrt=True), dynamic=False),
     }
     inputs = [(layer, torch.from_numpy(a)) for layer, a in paper_lrn_inputs(nhwc=False)]
     with torch.inference_mode():
