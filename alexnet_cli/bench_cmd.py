@@ -42,7 +42,8 @@ LRN_LIMIT, YARDSTICK_LIMIT, COLD_LIMIT = 0.10, 0.97, 0.5  # the issue's bars, pr
 
 
 def add_arguments(p):
-    p.add_argument("variants", nargs="*", metavar="VARIANT", help=f"variants to run (default all): {', '.join(VARIANTS)}")
+    p.add_argument("variants", nargs="*", metavar="VARIANT",
+                   help=f"variants to run (default all): {', '.join(VARIANTS)}")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of torch,keras,flax")
     p.add_argument("--paths", default="all", help="execution paths, comma-separated: "
                    + "; ".join(f"{k}: {v}" for k, v in PATH_HELP.items()) + " (default all)")
@@ -144,8 +145,8 @@ def _alexnet_command() -> list[str]:
 
 
 _IMPORTS_PROBE = ("import atexit, json, sys\n"
-                  "atexit.register(lambda: print('@@modules ' + json.dumps(sorted({m.split('.')[0] for m in sys.modules}"
-                  " & set(%r))), file=sys.stderr))\n"
+                  "atexit.register(lambda: print('@@modules ' + json.dumps(sorted("
+                  "{m.split('.')[0] for m in sys.modules} & set(%r))), file=sys.stderr))\n"
                   "from alexnet_cli.main import main\nsys.exit(main(sys.argv[1:]))\n") % (FRAMEWORK_MODULES,)
 
 
@@ -316,8 +317,9 @@ def render(report: dict) -> str:
     lines.append(_table(rows, right={4, 5, 6, 7, 8, 9, 10, 11}) if len(rows) > 1 else "(no model results)")
     lines.append("img/s: median; spread: half the min..max range; % roof: GFLOP/s over the roof; compile s: first "
                  "step minus a steady one (trace + compile; eager: one-off set-up); params MB: resident after "
-                 "building; peak MB: highest resident while compiling and running, above the process before it; others: "
-                 "share of the machine's CPU time other processes took while it was timed (0% = a quiet machine)")
+                 "building; peak MB: highest resident while compiling and running, above the process before it; "
+                 "others: share of the machine's CPU time other processes took while it was timed "
+                 "(0% = a quiet machine)")
     if report["lrn_cost"]:
         rows = [["variant", "framework", "path", "with LRN img/s", "without", "LRN adds", f"<= {LRN_LIMIT:.0%}"]]
         for r in report["lrn_cost"]:
@@ -333,7 +335,8 @@ def render(report: dict) -> str:
                          f"{r['ratio']:.3f}", "yes" if r["ratio"] >= YARDSTICK_LIMIT else "NO",
                          f"{r['max_abs_diff']:.1e}" if r["max_abs_diff"] is not None else "-"])
         lines += ["", "torch_impl's torchvision variant against torchvision's own AlexNet (same weights, timed "
-                  "alternately; ratio: median over rounds of yardstick step / torch_impl step)", _table(rows, right={1, 3, 4})]
+                  "alternately; ratio: median over rounds of yardstick step / torch_impl step)",
+                  _table(rows, right={1, 3, 4})]
     for c in report["conversion"]:
         if c.get("error"):
             lines += ["", f"conversion: {c['error']}"]
@@ -358,12 +361,14 @@ def _grouped_bars(ax, rows, key, groups, series, colors, err=False):
     width = 0.8 / max(1, len(series))
     drawn = []
     for i, s in enumerate(series):
-        picked = [(j, r) for j, g in enumerate(groups) for r in rows if r["variant"] == g and (r["framework"], r["path"]) == s]
+        picked = [(j, r) for j, g in enumerate(groups) for r in rows
+                  if r["variant"] == g and (r["framework"], r["path"]) == s]
         if not picked:
             continue
         xs = [j + (i - (len(series) - 1) / 2) * width for j, _ in picked]
         ys = [r[key] for _, r in picked]
-        yerr = [[r[key] - r[f"{key}_min"] for _, r in picked], [r[f"{key}_max"] - r[key] for _, r in picked]] if err else None
+        yerr = ([[r[key] - r[f"{key}_min"] for _, r in picked], [r[f"{key}_max"] - r[key] for _, r in picked]]
+                if err else None)
         bars = ax.bar(xs, ys, width, color=colors.get(s[1]), label=f"{s[0]} {s[1]}", yerr=yerr, capsize=2)
         drawn += list(zip(bars, (r for _, r in picked)))
     ax.set_xticks(range(len(groups)), groups, rotation=15, fontsize=8)
@@ -794,7 +799,8 @@ def worker(job: dict) -> None:
     runner.tmp = job["tmp"]
     emit([{"kind": "info", "versions": runner.versions, "threads": runner.threads,
            "import_s": time.perf_counter() - t}])
-    _say(f"{fw}: {', '.join(f'{k} {v}' for k, v in runner.versions.items())} imported in {time.perf_counter() - t:.1f} s")
+    versions = ", ".join(f"{k} {v}" for k, v in runner.versions.items())
+    _say(f"{fw}: {versions} imported in {time.perf_counter() - t:.1f} s")
 
     def roof():
         return [{"kind": "roof", **measure_roof(fw, runner.matmul())}]

@@ -135,7 +135,8 @@ def keras_options(repeats):
         for name, fn in options.items():
             if jit and name.startswith("tf.nn"):
                 continue  # XLA has no LRN kernel on CPU
-            per_layer = [tf.function(lambda x, layer=layer, fn=fn: fn(x, layer), jit_compile=jit) for layer, _ in inputs]
+            per_layer = [tf.function(lambda x, layer=layer, fn=fn: fn(x, layer), jit_compile=jit)
+                         for layer, _ in inputs]
             run = lambda per_layer=per_layer: [g(a) for g, (_, a) in zip(per_layer, inputs)]
             outs = [o.numpy() for o in run()]
             ref = ref or outs
