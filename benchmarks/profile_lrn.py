@@ -63,13 +63,11 @@ def torch_options(repeats):
 
     import torch_impl
 
-    def formula(x, size, scale, beta, k, rsqrt=False):  # the out-of-place form torch_impl hands torch.compile
+    from torch_impl.layers import _local_response_norm_formula  # what torch_impl hands torch.compile
+
+    def formula_with_pow(x, size, scale, beta, k):  # the same, with a general pow for d ** -beta
         squares = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))
-        t = k + scale * sum(squares[:, i:i + x.shape[1]] for i in range(size))
-        if rsqrt and beta == 0.75:  # t^-3/4 = rsqrt(t) * sqrt(rsqrt(t)): no powf per element
-            r = torch.rsqrt(t)
-            return x * r * torch.sqrt(r)
-        return x * t ** -beta
+        return x * (k + scale * sum(squares[:, i:i + x.shape[1]] for i in range(size))) ** -beta
 
     def avg_pool_conv(x, size, scale, beta, k):  # the window sum as a 1-D conv over channels
         n, c, h, w = x.shape
@@ -80,9 +78,9 @@ def torch_options(repeats):
         "torch_impl.local_response_norm (eager, now)": torch_impl.local_response_norm,
         "F.local_response_norm (alpha = scale*n)": lambda x, s, sc, b, k: F.local_response_norm(x, s, sc * s, b, k),
         "window sum as a 1-D conv": avg_pool_conv,
-        "torch.compile: formula with pow (now)": torch.compile(formula, dynamic=False),
-        "torch.compile: formula with rsqrt*sqrt(rsqrt)": torch.compile(
-            lambda x, s, sc, b, k: formula(x, s, sc, b, k, rsqrt=True), dynamic=False),
+        "torch.compile: formula with rsqrt*sqrt(rsqrt) (now)": torch.compile(_local_response_norm_formula,
+                                                                             dynamic=False),
+        "torch.compile: formula with pow": torch.compile(formula_with_pow, dynamic=False),
     }
     inputs = [(layer, torch.from_numpy(a)) for layer, a in paper_lrn_inputs(nhwc=False)]
     with torch.inference_mode():

@@ -219,6 +219,12 @@ def test_lrn_matches_the_definition_and_torch(size, beta, monkeypatch):
     ours.backward(upstream)
     theirs.backward(upstream)
     np.testing.assert_allclose(xa.grad.numpy(), xb.grad.numpy(), rtol=1e-10, atol=1e-14)
+    # the out-of-place formula torch.compile traces, in values and gradients
+    xc = x.clone().requires_grad_()
+    traced = ti.layers._local_response_norm_formula(xc, size, scale, beta, k)
+    np.testing.assert_allclose(traced.detach().numpy(), expected, rtol=1e-12)
+    traced.backward(upstream)
+    np.testing.assert_allclose(xc.grad.numpy(), xb.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
 def test_lrn_float32_within_a_micro_of_float64():

@@ -179,7 +179,11 @@ def _local_response_norm_formula(x, size, scale, beta, k):
     squares = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))
     channels = x.shape[1]
     window = sum(squares[:, i:i + channels] for i in range(size))
-    return x * (k + scale * window) ** -beta
+    d = k + scale * window
+    if beta != 0.75:
+        return x * d ** -beta
+    r = torch.rsqrt(d)  # inductor turns `d ** -0.75` into a general pow, ~3x slower than this
+    return x * r * torch.sqrt(r)
 
 
 class LocalResponseNorm(nn.Module):
