@@ -11,7 +11,7 @@ from flax import nnx
 from common import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, LRN, MaxPool, ReLU, Spec, activation_to_nchw,
                     conv_hwio_to_oihw, conv_oihw_to_hwio, fc_rows_chw_to_hwc, fc_rows_hwc_to_chw, nchw_to_nhwc)
 
-from .layers import SplitGroupConv, adaptive_avg_pool, initializer, lrn, max_pool
+from .layers import SplitGroupConv, adaptive_avg_pool, conv_padding, initializer, lrn, max_pool
 
 
 class AlexNet(nnx.Module):
@@ -29,7 +29,7 @@ class AlexNet(nnx.Module):
                 conv = SplitGroupConv if layer.groups > 1 else nnx.Conv
                 setattr(self, layer.name, conv(
                     layer.in_channels, layer.out_channels, (layer.kernel, layer.kernel), (layer.stride, layer.stride),
-                    padding=layer.padding, feature_group_count=layer.groups, rngs=rngs,
+                    padding=conv_padding(layer), feature_group_count=layer.groups, rngs=rngs,
                     kernel_init=initializer(layer.weight_init, layer.fan_in, layer.fan_out),
                     bias_init=initializer(layer.bias_init, layer.fan_in, layer.fan_out)))
             elif isinstance(layer, Dense):

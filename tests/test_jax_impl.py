@@ -261,3 +261,26 @@ def test_fast_layers_have_the_plain_gradients():
         g_fast = jax.grad(lambda x: jnp.sum(fast(x) ** 2))(x)
         g_plain = jax.grad(lambda x: jnp.sum(plain(x) ** 2))(x)
         assert rel_err(np.asarray(g_fast), np.asarray(g_plain)) < 1e-5
+
+
+@pytest.mark.parametrize("variant,size", [("caffe", 227), ("slim-v2", 224), ("slim-v2", 226), ("caffe", 230),
+                                          ("paper", 224), ("torchvision", 224)])
+def test_conv_padding_adds_only_unread_zeros(variant, size):
+    """conv_padding's extra trailing row and column (XLA:CPU's fast path) never change the output, and are
+    only added to an unpadded strided conv whose windows cannot reach them (slim-v2 at 226: 215 % 4 == 3)."""
+    from jax import lax
+
+    from jax_impl.layers import NHWC, conv_padding
+
+    layer = get_spec(variant, input_size=size).layer("conv1")
+    padding = conv_padding(layer)
+    (t, b), (l, r) = layer.padding
+    slack = (size + t + b - layer.kernel) % layer.stride
+    expect_extra = (t, b, l, r) == (0, 0, 0, 0) and slack < layer.stride - 1
+    assert padding == (((0, 1), (0, 1)) if expect_extra else layer.padding)
+    rng = np.random.default_rng(size)
+    x = jnp.asarray(rng.standard_normal((1, size, size, 3), dtype=np.float32))
+    k = jnp.asarray(rng.standard_normal((layer.kernel, layer.kernel, 3, 4), dtype=np.float32))
+    conv = lambda pad: lax.conv_general_dilated(x, k, (layer.stride,) * 2, pad, dimension_numbers=NHWC)
+    assert np.array_equal(np.asarray(conv(padding)), np.asarray(conv(layer.padding)))
+    assert conv(padding).shape[1:3] == layer.out_shape[1:]
