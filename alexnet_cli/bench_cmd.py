@@ -24,6 +24,7 @@ import tempfile
 import time
 
 from common import LRN, VARIANTS, get_spec, smallest_input_size
+from alexnet_cli._malloc import keep_large_buffers
 from common.frameworks import FRAMEWORKS, framework_available
 
 # each framework's execution paths: eager and compiled where the framework has both
@@ -269,6 +270,7 @@ def build_report(plan, records, load_before, load_after, wall) -> dict:
     return {"command": "alexnet " + shlex.join(sys.argv[1:]),
             "plan": plan, "machine": _machine(), "versions": {k: v.get("versions", {}) for k, v in info.items()},
             "threads": {k: v.get("threads") for k, v in info.items()},
+            "malloc": sorted({v["malloc"] for v in info.values() if v.get("malloc")}),
             "load_average_before": list(load_before), "load_average_after": list(load_after), "wall_s": wall,
             "flops_per_image": "2 x MACs" + (" x 3 (forward + backward)" if plan["mode"] == "train" else ""),
             "roof_gflops": roof, "roofs": roofs, "results": results, "lrn_cost": lrn, "yardstick": yard,
@@ -298,7 +300,8 @@ def render(report: dict) -> str:
     m = report["machine"]
     lines = [f"alexnet bench: {plan['mode']}, batch {plan['batch']}, median of {plan['repeats']} steps after "
              f"{plan['warmup']} warm-up; {m['cpu'] or 'CPU'}, {m['cores']} cores; load average "
-             f"{report['load_average_before'][0]:.2f} before, {report['load_average_after'][0]:.2f} after",
+             f"{report['load_average_before'][0]:.2f} before, {report['load_average_after'][0]:.2f} after; "
+             + (", ".join(report.get("malloc", [])) or "malloc as the system has it"),
              f"roof: float32 {ROOF_N}^3 matmul, fastest of {ROOF_REPEATS} in the fastest framework: "
              f"{report['roof_gflops']:.0f} GFLOP/s ("
              + ", ".join(f"{r['framework']} {r['gflops']:.0f}" for r in report["roofs"]) + "; other processes took "
@@ -797,7 +800,7 @@ def worker(job: dict) -> None:
     t = time.perf_counter()
     runner = RUNNERS[fw]()
     runner.tmp = job["tmp"]
-    emit([{"kind": "info", "versions": runner.versions, "threads": runner.threads,
+    emit([{"kind": "info", "versions": runner.versions, "threads": runner.threads, "malloc": job.get("malloc"),
            "import_s": time.perf_counter() - t}])
     versions = ", ".join(f"{k} {v}" for k, v in runner.versions.items())
     _say(f"{fw}: {versions} imported in {time.perf_counter() - t:.1f} s")
@@ -818,4 +821,5 @@ def worker(job: dict) -> None:
 
 
 if __name__ == "__main__":
-    worker(json.loads(sys.argv[1]))
+    malloc = keep_large_buffers()  # as `alexnet` does in its own process, before the framework's threads
+    worker({**json.loads(sys.argv[1]), "malloc": malloc})

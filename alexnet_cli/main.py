@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from alexnet_cli._malloc import keep_large_buffers
+
 # name -> (module under alexnet_cli, one-line help). Each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = {
     "summary": ("summary_cmd", "per-layer table of a variant: kernels, padding, shapes, params, MACs"),
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    args.malloc = keep_large_buffers()  # before any framework starts a thread
     module = importlib.import_module(f"alexnet_cli.{args._module}")
     try:
         return int(module.run(args) or 0)
