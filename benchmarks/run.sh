@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The run behind RESULTS.md: every variant x every framework and path, batch 32, inference, the defaults
-# (10 timed steps after 2 warm-up, the LRN pair for paper, torchvision's yardstick, conversion, cold starts). Waits (up to --wait seconds, default 1800) for a quiet machine first: 1-minute load
-# average under 1 and no pytest running, since a shared 2-core machine otherwise measures its neighbours.
+# The runs behind RESULTS.md. First the defaults (every variant x framework x path, batch 32, inference, 10 timed
+# steps after 2 warm-up, the LRN pair for paper, torchvision's yardstick, conversion, cold starts); then the same
+# models with glibc's own malloc policy (ALEXNET_MALLOC=system) for comparison. Waits (up to WAIT seconds, default
+# 1800) for a quiet machine first: 1-minute load average under 1 and no pytest running, since a shared 2-core
+# machine otherwise measures its neighbours. Extra arguments go to both `alexnet bench` runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 wait_s=${WAIT:-1800}
@@ -16,3 +18,6 @@ done
 uptime | tee benchmarks/bench_output.txt
 alexnet bench --json benchmarks/results.json --plot benchmarks/bench.png "$@" 2>&1 | tee -a benchmarks/bench_output.txt
 uptime | tee -a benchmarks/bench_output.txt
+ALEXNET_MALLOC=system alexnet bench --no-convert --cold-runs 0 --json benchmarks/results_system_malloc.json "$@" 2>&1 \
+    | tee benchmarks/bench_output_system_malloc.txt
+uptime | tee -a benchmarks/bench_output_system_malloc.txt
