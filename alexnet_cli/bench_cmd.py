@@ -23,8 +23,8 @@ import sys
 import tempfile
 import time
 
-from common import LRN, VARIANTS, get_spec, smallest_input_size
 from alexnet_cli._malloc import keep_large_buffers
+from common import LRN, VARIANTS, get_spec, smallest_input_size
 from common.frameworks import FRAMEWORKS, framework_available
 
 # each framework's execution paths: eager and compiled where the framework has both

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    args.malloc = keep_large_buffers()  # before any framework starts a thread
+    keep_large_buffers()  # before any framework starts a thread
     module = importlib.import_module(f"alexnet_cli.{args._module}")
     try:
         return int(module.run(args) or 0)
