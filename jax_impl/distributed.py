@@ -8,7 +8,6 @@ turns the batch mean into per-device partial sums and an all-reduce; the step's 
 """
 from __future__ import annotations
 
-import argparse
 from typing import Callable, Iterable
 
 import jax
@@ -16,7 +15,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from common import Spec, get_spec, nchw_to_nhwc
+from common import Spec, nchw_to_nhwc
 from common.optim import PaperSGD as PaperSGDConfig
 
 from . import train as single
@@ -94,40 +93,26 @@ def train(spec: Spec, weights: dict | None, batches: Iterable, *, lr: float | No
 def main(argv=None) -> None:
     """A data-parallel run on synthetic images (training.Synthetic through the paper's augmentation): checks
     a cluster's setup end to end and prints the global loss per step on process 0."""
-    parser = argparse.ArgumentParser(prog="python -m jax_impl.distributed", description=main.__doc__)
-    parser.add_argument("--variant", default="caffe")
-    parser.add_argument("--input-size", type=int)
-    parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64, help="global batch, split over the devices")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
+    from training.smoke import save_weights, smoke_data, smoke_parser, step_logger
+    parser = smoke_parser("python -m jax_impl.distributed", main.__doc__, split_over="devices", chief="process 0")
     parser.add_argument("--coordinator", help="host:port of process 0, for several hosts")
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)
     parser.add_argument("--auto", action="store_true", help="several hosts, found from SLURM / Open MPI / TPU")
-    parser.add_argument("--out", help="write the trained weights (canonical .safetensors) from process 0")
     args = parser.parse_args(argv)
 
     if args.coordinator or args.auto:
         initialize(coordinator_address=args.coordinator, num_processes=args.num_processes,
                    process_id=args.process_id)
     chief = jax.process_index() == 0
-    from training import Batches, Synthetic
-    spec = get_spec(args.variant, input_size=args.input_size, num_classes=args.num_classes)
-    data = Batches(Synthetic(args.num_classes, count=args.batch_size * args.steps, seed=args.seed), spec,
-                   args.batch_size, train=True, seed=args.seed)
+    spec, data = smoke_data(args)
     mesh = make_mesh()
     if chief:
         print(f"{spec.describe()}: {jax.process_count()} processes, {mesh.size} devices x "
               f"{args.batch_size // mesh.size} images", flush=True)
-    log = (lambda step, loss: print(f"step {step}: loss {loss:.4f}", flush=True)) if chief else None
     weights = train(spec, None, ((nchw_to_nhwc(x), y) for x, y in data), lr=args.lr, mesh=mesh, seed=args.seed,
-                    on_step=log)
-    if chief and args.out:
-        from weights_convert import canonical
-        canonical.save(args.out, spec, weights)
-
+                    on_step=step_logger(chief))
+    save_weights(args, spec, weights, chief)
 
 if __name__ == "__main__":
     main()

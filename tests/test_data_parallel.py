@@ -219,3 +219,35 @@ def test_several_hosts_is_one_device(framework, tmp_path):
     two processes of one device each, on this machine. (torch's several hosts are torchrun's concern: the
     processes run the same code as here.)"""
     check(f"{framework} x{DEVICES} hosts", launch(framework, tmp_path, hosts=DEVICES))
+
+
+SMOKE = {  # each impl's `distributed` command line, on 2 devices, as docs/distributed.md launches it
+    "torch": lambda: [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
+                      "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "torch_impl.distributed"],
+    "tf": lambda: [sys.executable, "-m", "tf_impl.distributed", "--cpus", "2"],
+    "jax": lambda: [sys.executable, "-m", "jax_impl.distributed"],
+}
+
+
+@pytest.mark.parametrize("framework", list(SMOKE))
+def test_command_line_smoke_run(framework, tmp_path):
+    """`python -m <impl>.distributed`: a short synthetic run prints the global loss per step once (the chief
+    only), splits the batch over 2 devices and saves loadable canonical weights."""
+    for module in IMPORTS[framework]:
+        pytest.importorskip(module)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="2",
+               XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2")
+    env.pop("TF_CONFIG", None)
+    out = tmp_path / "w.safetensors"
+    args = ["--variant", "slim-v2", "--input-size", "67", "--batch-size", "4", "--steps", "2", "--out", str(out)]
+    run = subprocess.run([*SMOKE[framework](), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("step ")] == ["step 1", "step 2"]
+    assert any(line.startswith("slim-v2 (input 67, 10 classes): ") and "x 2 images" in line for line in lines)
+    from weights_convert import canonical
+    spec, weights = canonical.load(out)
+    assert spec == get_spec("slim-v2", input_size=67, num_classes=10)
+    assert {k: v.shape for k, v in weights.items()} == {k: tuple(s) for k, s in spec.weight_shapes().items()}

@@ -13,7 +13,6 @@ the replicas' gradients is then the gradient of the global batch's mean loss, th
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Callable, Iterable
 
@@ -23,7 +22,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from common import Spec, get_spec, nchw_to_nhwc  # noqa: E402
+from common import Spec, nchw_to_nhwc  # noqa: E402
 from common.optim import PaperSGD as PaperSGDConfig  # noqa: E402
 
 from .model import build_model, export_weights  # noqa: E402
@@ -133,36 +132,22 @@ def train(spec: Spec, weights: dict | None, batches: Iterable, *, lr: float | No
 def main(argv=None) -> None:
     """A data-parallel run on synthetic images (training.Synthetic through the paper's augmentation): checks
     a cluster's setup end to end and prints the global loss per step on the chief."""
-    parser = argparse.ArgumentParser(prog="python -m tf_impl.distributed", description=main.__doc__)
-    parser.add_argument("--variant", default="caffe")
-    parser.add_argument("--input-size", type=int)
-    parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64, help="global batch, split over the replicas")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
+    from training.smoke import save_weights, smoke_data, smoke_parser, step_logger
+    parser = smoke_parser("python -m tf_impl.distributed", main.__doc__, split_over="replicas", chief="the chief")
     parser.add_argument("--cpus", type=int, help="split the CPU into this many logical devices (no GPUs)")
-    parser.add_argument("--out", help="write the trained weights (canonical .safetensors) from the chief")
     args = parser.parse_args(argv)
 
     if args.cpus:
         logical_cpus(args.cpus)
     strategy = make_strategy()
     chief = strategy.cluster_resolver is None or strategy.cluster_resolver.task_id == 0
-    from training import Batches, Synthetic
-    spec = get_spec(args.variant, input_size=args.input_size, num_classes=args.num_classes)
-    data = Batches(Synthetic(args.num_classes, count=args.batch_size * args.steps, seed=args.seed), spec,
-                   args.batch_size, train=True, seed=args.seed)
+    spec, data = smoke_data(args)
     if chief:
         print(f"{spec.describe()}: {strategy.num_replicas_in_sync} replicas x "
               f"{args.batch_size // strategy.num_replicas_in_sync} images", flush=True)
-    log = (lambda step, loss: print(f"step {step}: loss {loss:.4f}", flush=True)) if chief else None
     weights = train(spec, None, ((nchw_to_nhwc(x), y) for x, y in data), lr=args.lr, strategy=strategy,
-                    seed=args.seed, on_step=log)
-    if chief and args.out:
-        from weights_convert import canonical
-        canonical.save(args.out, spec, weights)
-
+                    seed=args.seed, on_step=step_logger(chief))
+    save_weights(args, spec, weights, chief)
 
 if __name__ == "__main__":
     main()

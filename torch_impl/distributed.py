@@ -11,7 +11,6 @@ shards, is the gradient of the global batch's mean loss, so a step is the one-de
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Callable, Iterable
 
@@ -21,7 +20,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from common import Spec, get_spec
+from common import Spec
 from common.optim import PaperSGD as PaperSGDConfig
 
 from .model import build_model, export_weights
@@ -91,29 +90,17 @@ def train(spec: Spec, weights: dict | None, batches: Iterable, *, lr: float | No
 def main(argv=None) -> None:
     """A data-parallel run on synthetic images (training.Synthetic through the paper's augmentation): checks
     a cluster's setup end to end and prints the global loss per step on rank 0."""
-    parser = argparse.ArgumentParser(prog="torchrun ... -m torch_impl.distributed", description=main.__doc__)
-    parser.add_argument("--variant", default="caffe")
-    parser.add_argument("--input-size", type=int)
-    parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=64, help="global batch, split over the processes")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="write the trained weights (canonical .safetensors) from rank 0")
+    from training.smoke import save_weights, smoke_data, smoke_parser, step_logger
+    parser = smoke_parser("torchrun ... -m torch_impl.distributed", main.__doc__, split_over="processes",
+                          chief="rank 0")
     args = parser.parse_args(argv)
 
-    from training import Batches, Synthetic
     rank, world = setup()
-    spec = get_spec(args.variant, input_size=args.input_size, num_classes=args.num_classes)
-    data = Batches(Synthetic(args.num_classes, count=args.batch_size * args.steps, seed=args.seed), spec,
-                   args.batch_size, train=True, seed=args.seed)
-    log = (lambda step, loss: print(f"step {step}: loss {loss:.4f}", flush=True)) if rank == 0 else None
+    spec, data = smoke_data(args)
     if rank == 0:
         print(f"{spec.describe()}: {world} processes x {args.batch_size // world} images", flush=True)
-    weights = train(spec, None, data, lr=args.lr, seed=args.seed, on_step=log)
-    if rank == 0 and args.out:
-        from weights_convert import canonical
-        canonical.save(args.out, spec, weights)
+    weights = train(spec, None, data, lr=args.lr, seed=args.seed, on_step=step_logger(rank == 0))
+    save_weights(args, spec, weights, rank == 0)
     dist.destroy_process_group()
 
 
