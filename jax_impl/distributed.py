@@ -114,5 +114,6 @@ def main(argv=None) -> None:
                     on_step=step_logger(chief))
     save_weights(args, spec, weights, chief)
 
+
 if __name__ == "__main__":
     main()

@@ -149,5 +149,6 @@ def main(argv=None) -> None:
                     seed=args.seed, on_step=step_logger(chief))
     save_weights(args, spec, weights, chief)
 
+
 if __name__ == "__main__":
     main()
