@@ -478,10 +478,9 @@ class TorchRunner:
             model, name = alexnet(num_classes=spec.num_classes), "torchvision.models.alexnet"
         except Exception:  # not installed, or installed but broken beside this torch build
             model, name = transcribed_torchvision_alexnet(spec.num_classes), "torchvision AlexNet (transcribed)"
-        keys = {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
-                "conv5": "features.10", "fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6"}
-        model.load_state_dict({f"{keys[k.split('.')[0]]}.{k.split('.')[1]}": self.torch.from_numpy(v)
-                               for k, v in weights.items()})
+        from weights_convert.torchvision import key_map
+
+        model.load_state_dict({key: self.torch.from_numpy(weights[name]) for key, name in key_map("plain").items()})
         return model, name
 
     def inputs(self, x, labels):

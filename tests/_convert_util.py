@@ -7,6 +7,9 @@ import os
 
 import numpy as np
 
+# torchvision's AlexNet class, verbatim (torchvision does not import beside the CPU torch build)
+from alexnet_cli.bench_cmd import transcribed_torchvision_alexnet as torchvision_alexnet  # noqa: F401
+
 # (format, file name ending, save options): every container each format writes
 CONTAINERS = [
     ("canonical", ".safetensors", {}),
@@ -38,37 +41,6 @@ def frameworks_present(fmt: str) -> bool:
 def same_weights(a: dict, b: dict) -> bool:
     return set(a) == set(b) and all(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape
                                     and np.array_equal(a[k], b[k]) for k in a)
-
-
-# --- torchvision, as torchvision/models/alexnet.py defines it (torchvision itself is not installed) ------------
-
-def torchvision_alexnet(num_classes: int = 1000):
-    import torch.nn as nn
-
-    class AlexNet(nn.Module):
-        def __init__(self, num_classes=1000, dropout=0.5):
-            super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
-                nn.MaxPool2d(kernel_size=3, stride=2),
-                nn.Conv2d(64, 192, kernel_size=5, padding=2), nn.ReLU(inplace=True),
-                nn.MaxPool2d(kernel_size=3, stride=2),
-                nn.Conv2d(192, 384, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-                nn.Conv2d(384, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-                nn.Conv2d(256, 256, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-                nn.MaxPool2d(kernel_size=3, stride=2))
-            self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-            self.classifier = nn.Sequential(
-                nn.Dropout(p=dropout), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True),
-                nn.Dropout(p=dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
-                nn.Linear(4096, num_classes))
-
-        def forward(self, x):
-            import torch
-
-            return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
-
-    return AlexNet(num_classes)
 
 
 def one_column_alexnet(num_classes: int = 1000):
