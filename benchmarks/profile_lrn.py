@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 
+from alexnet_cli._malloc import keep_large_buffers
 from common import LRN, get_spec
 
 BATCH = 32
@@ -69,6 +70,15 @@ def torch_options(repeats):
         squares = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))
         return x * (k + scale * sum(squares[:, i:i + x.shape[1]] for i in range(size))) ** -beta
 
+    def with_chunk(elements):  # torch_impl's eager kernel with another chunk size
+        def lrn(*args):
+            kept, torch_impl.layers.CHUNK_ELEMENTS = torch_impl.layers.CHUNK_ELEMENTS, elements
+            try:
+                return torch_impl.local_response_norm(*args)
+            finally:
+                torch_impl.layers.CHUNK_ELEMENTS = kept
+        return lrn
+
     def avg_pool_conv(x, size, scale, beta, k):  # the window sum as a 1-D conv over channels
         n, c, h, w = x.shape
         window = F.conv2d((x * x).view(n, 1, c, h * w), torch.ones(1, 1, size, 1), padding=(size // 2, 0))
@@ -76,6 +86,7 @@ def torch_options(repeats):
 
     options = {
         "torch_impl.local_response_norm (eager, now)": torch_impl.local_response_norm,
+        "the same with 4 MB chunks (until 2026-12)": with_chunk(1 << 20),
         "F.local_response_norm (alpha = scale*n)": lambda x, s, sc, b, k: F.local_response_norm(x, s, sc * s, b, k),
         "window sum as a 1-D conv": avg_pool_conv,
         "torch.compile: formula with rsqrt*sqrt(rsqrt) (now)": torch.compile(_local_response_norm_formula,
@@ -196,6 +207,7 @@ def main():
         if fw not in OPTIONS:
             p.error(f"unknown framework {fw!r}; choose from {', '.join(OPTIONS)}")
     if len(args.frameworks) == 1:
+        print(f"malloc: {keep_large_buffers()}")  # as in the alexnet command: a fresh output's pages cost no faults
         OPTIONS[args.frameworks[0]](args.repeats)
         return
     env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
