@@ -90,7 +90,9 @@ def make_max_pool(layer: MaxPool) -> MaxPool2d:
     return MaxPool2d(layer.kernel, layer.stride, pad=_pad_arg(layer.padding))
 
 
-CHUNK_ELEMENTS = 1 << 20  # 4 MB of float32: a chunk and its window sums stay in cache (L2 + L3)
+# Chunks of one sample's map (norm1: 1.2 MB): on a Xeon with 2 MB L2 per core, LRN's share of paper fell from
+# +14-16% with 4 MB chunks to +9-11%; on an AMD EPYC with 512 KB L2 and 32 MB L3 the two sizes measured the same.
+CHUNK_ELEMENTS = 1 << 18
 
 
 def _window_sum_(window: torch.Tensor, a: torch.Tensor, before: int, after: int, scale: float = 1.0,
@@ -117,6 +119,16 @@ def _inverse_power_(d: torch.Tensor, beta: float) -> torch.Tensor:
         return d.pow_(-beta)
     d.rsqrt_()
     return d.mul_(d.sqrt())
+
+
+def _scale_by_inverse_power(a: torch.Tensor, d: torch.Tensor, beta: float, out: torch.Tensor) -> None:
+    """out <- a * d ** -beta, overwriting d and with no temporary: for beta = 3/4, a * r * sqrt(r) with
+    r = rsqrt(d), as two in-place products, so a chunk's passes touch only a, d and out."""
+    if beta != 0.75:
+        torch.mul(a, d.pow_(-beta), out=out)
+        return
+    torch.mul(a, d.rsqrt_(), out=out)
+    out.mul_(d.sqrt_())
 
 
 def local_response_norm(x: torch.Tensor, size: int, scale: float, beta: float, k: float, *,
@@ -146,7 +158,7 @@ def local_response_norm(x: torch.Tensor, size: int, scale: float, beta: float, k
     for xc, oc in zip(x.split(per), out.split(per)):
         window = torch.addcmul(k_, xc, xc, value=scale, out=scratch[:len(xc)])
         _window_sum_(window, xc, size // 2, (size - 1) // 2, scale)
-        torch.mul(xc, _inverse_power_(window, beta), out=oc)
+        _scale_by_inverse_power(xc, window, beta, out=oc)
     return out
 
 
