@@ -263,7 +263,8 @@ def build_report(plan, records, load_before, load_after, wall) -> dict:
                         "lrn_adds": paired(base, r) - 1})
         if r["role"] == "yardstick":
             base = by_key[(r["framework"], r["path"], r["variant"])]
-            yard.append({"framework": r["framework"], "path": r["path"], "yardstick": r["model"],
+            yard.append({"framework": r["framework"], "path": r["path"],
+                         "yardstick": r.get("yardstick_name", r["model"]),
                          "torch_impl": base["images_per_s"], "torchvision": r["images_per_s"],
                          "ratio": 1 / paired(base, r), "max_abs_diff": r.get("max_abs_diff")})
     info = {r["framework"]: r for r in records if r["kind"] == "info"}
