@@ -3,9 +3,11 @@ float32 matmul roof, with yardsticks (torchvision's AlexNet, each variant withou
 the cold start of the framework-free commands.
 
 How it measures. The CLI process imports no framework: it times the cold starts, numpy's matmul, and runs one
-worker per framework (`python -m alexnet_cli.bench_cmd`, pinned to the CPU). The worker imports its framework
-once and forks a child per (variant, path), so each child starts from the same clean process: its compile time
-is a first compile, and its peak memory (Linux VmHWM, reset through /proc/self/clear_refs) is its own. Pairs
+worker per framework (`python -m alexnet_cli.bench_cmd`, pinned to the CPU unless --device gpu). The worker
+imports its framework once and forks a child per (variant, path), so each child starts from the same clean
+process: its compile time is a first compile, and its peak memory (Linux VmHWM, reset through
+/proc/self/clear_refs; on a GPU the framework's allocator statistics) is its own. The worker never touches the
+GPU itself: CUDA does not survive a fork, so each child starts it afresh. Pairs
 that are compared (a variant and its copy without LRN; torch_impl and torchvision) are built in the same child
 and timed alternately, so a neighbour's load on this shared machine slows both alike.
 """
@@ -37,6 +39,7 @@ FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax")
 # numpy (OpenBLAS) 233, torch.mm (MKL) 197 at every size; the convolutions of torch and TF reach ~440-470, so
 # 470 is the hardware's.
 ROOF_N = 3072
+ROOF_N_GPU = 8192  # 1.1 TFLOP: tens of milliseconds on a data-centre GPU, long enough to time from the host
 ROOF_REPEATS = 7
 TRAIN_FLOPS = 3  # forward + backward ~ 3x the forward's multiply-adds (weights' and inputs' gradients)
 LRN_LIMIT, YARDSTICK_LIMIT, COLD_LIMIT = 0.10, 0.97, 0.5  # the issue's bars, printed as checks
@@ -51,6 +54,11 @@ def add_arguments(p):
     p.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
     p.add_argument("--input-size", help="square input size for every variant, or 'min' for each one's smallest "
                    "(default: each variant's own)")
+    p.add_argument("--device", choices=("cpu", "gpu"), default="cpu",
+                   help="where the models run (default cpu); gpu: the first GPU each framework sees")
+    p.add_argument("--tf32", choices=("off", "on"),
+                   help="with --device gpu: TensorFloat-32 for float32 matmuls and convolutions in every framework "
+                   "(default off: true float32, as the parity suite runs)")
     p.add_argument("--mode", choices=("infer", "train"), default="infer",
                    help="infer: forward in eval mode; train: forward + backward (gradients), dropout on")
     p.add_argument("--repeats", type=int, default=10, help="timed steps per model, median reported (default 10)")
@@ -88,6 +96,8 @@ def _plan(args) -> dict:
             raise ValueError(f"{name} must be at least 1, got {value}")
     if args.warmup < 0 or args.cold_runs < 0:
         raise ValueError("--warmup and --cold-runs cannot be negative")
+    if args.tf32 and args.device != "gpu":
+        raise ValueError("--tf32 applies to --device gpu only (a CPU has no TensorFloat-32)")
     sizes = {}
     for v in variants:
         if args.input_size in (None, "min"):
@@ -101,6 +111,7 @@ def _plan(args) -> dict:
     lrn_variants = [v for v in variants if any(isinstance(layer, LRN) for layer in get_spec(v).layers)]
     lrn = {"all": lrn_variants, "first": lrn_variants[:1], "none": []}[args.lrn]
     return {"variants": variants, "sizes": sizes, "frameworks": frameworks, "paths": paths, "batch": args.batch,
+            "device": args.device, "tf32": (args.tf32 or "off") if args.device == "gpu" else None,
             "mode": args.mode, "repeats": args.repeats, "warmup": args.warmup, "lrn": lrn,
             "yardstick": not args.no_yardstick, "convert": not args.no_convert}
 
@@ -126,15 +137,15 @@ def numpy_roof() -> dict:
     return measure_roof("numpy", lambda: np.matmul(a, b, out=c))
 
 
-def measure_roof(who: str, matmul, repeats: int = ROOF_REPEATS) -> dict:
-    """GFLOP/s of `matmul` (one ROOF_N^3 product): the fastest of `repeats` after one warm-up. The fastest, not
+def measure_roof(who: str, matmul, repeats: int = ROOF_REPEATS, n: int = ROOF_N) -> dict:
+    """GFLOP/s of `matmul` (one n^3 product): the fastest of `repeats` after one warm-up. The fastest, not
     the median: a neighbour on the machine can only slow a matmul down, so the best time is the nearest to
     what the hardware does (the models' medians are then fractions of it)."""
     matmul()
     machine0, own0, wall0 = _machine_busy_s(), time.process_time(), time.perf_counter()
     seconds = _times(matmul, repeats)
-    flops = 2 * ROOF_N ** 3
-    return {"framework": who, "n": ROOF_N, "seconds": seconds, "gflops": flops / min(seconds) / 1e9,
+    flops = 2 * n ** 3
+    return {"framework": who, "n": n, "seconds": seconds, "gflops": flops / min(seconds) / 1e9,
             "gflops_median": flops / statistics.median(seconds) / 1e9,
             "others_cpu": _others_share(machine0, own0, wall0)}
 
@@ -177,9 +188,13 @@ _TF_NOISE = re.compile(r"^(WARNING: All log messages before absl|I0000 |To enabl
 
 
 def run_worker(framework: str, plan: dict) -> list[dict]:
-    """One framework's measurements, from a worker process that sees only the CPU."""
-    env = dict(os.environ, JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2",
-               KERAS_BACKEND="tensorflow", PYTHONWARNINGS="ignore")
+    """One framework's measurements, from a worker process that sees only the CPU, or for --device gpu the GPUs
+    too, with memory taken as it is needed (not JAX's 75% up front, nor TF's whole GPU)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", PYTHONWARNINGS="ignore")
+    if plan["device"] == "cpu":
+        env.update(JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
+    else:
+        env.update(XLA_PYTHON_CLIENT_PREALLOCATE="false", TF_FORCE_GPU_ALLOW_GROWTH="true")
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
         out = os.path.join(tmp, "results.jsonl")
         job = json.dumps({**plan, "framework": framework, "out": out, "tmp": tmp})
@@ -208,8 +223,9 @@ def run(args) -> int:
     records = []
     if args.cold_runs:
         records += [{"kind": "cold_start", **c} for c in cold_start(args.cold_runs)]
-    records.append({"kind": "roof", **numpy_roof()})
-    _say(f"numpy matmul {ROOF_N}^3: {records[-1]['gflops']:.0f} GFLOP/s")
+    if plan["device"] == "cpu":  # on a GPU the roof is the frameworks' own GPU matmuls
+        records.append({"kind": "roof", **numpy_roof()})
+        _say(f"numpy matmul {ROOF_N}^3: {records[-1]['gflops']:.0f} GFLOP/s")
     for fw in plan["frameworks"]:
         if not framework_available(fw):
             _say(f"{fw}: not installed, left out")
@@ -226,7 +242,9 @@ def run(args) -> int:
             json.dump(report, fh, indent=1)
         os.replace(tmp, args.json)
         print(f"wrote {args.json}")
-    if args.plot:
+    if args.plot and not report["results"]:
+        print(f"no model ran: {args.plot} not drawn")
+    elif args.plot:
         plot(report, args.plot)
         print(f"wrote {args.plot}")
     return 1 if report["errors"] else 0
@@ -239,7 +257,7 @@ def _median_rate(seconds: list[float], batch: int) -> float:
 
 def build_report(plan, records, load_before, load_after, wall) -> dict:
     roofs = [r for r in records if r["kind"] == "roof"]
-    roof = max(r["gflops"] for r in roofs)
+    roof = max((r["gflops"] for r in roofs), default=None)  # None: no framework could run (e.g. no GPU)
     flops_per_macs = 2 * (TRAIN_FLOPS if plan["mode"] == "train" else 1)
     results = []
     for r in (r for r in records if r["kind"] == "model"):
@@ -268,8 +286,10 @@ def build_report(plan, records, load_before, load_after, wall) -> dict:
                          "torch_impl": base["images_per_s"], "torchvision": r["images_per_s"],
                          "ratio": 1 / paired(base, r), "max_abs_diff": r.get("max_abs_diff")})
     info = {r["framework"]: r for r in records if r["kind"] == "info"}
+    gpu = next((r["device_name"] for r in roofs if r.get("device_name")), None)
     return {"command": "alexnet " + shlex.join(sys.argv[1:]),
-            "plan": plan, "machine": _machine(), "versions": {k: v.get("versions", {}) for k, v in info.items()},
+            "plan": plan, "machine": {**_machine(), "gpu": gpu},
+            "versions": {k: v.get("versions", {}) for k, v in info.items()},
             "threads": {k: v.get("threads") for k, v in info.items()},
             "malloc": sorted({v["malloc"] for v in info.values() if v.get("malloc")}),
             "load_average_before": list(load_before), "load_average_after": list(load_after), "wall_s": wall,
@@ -299,15 +319,21 @@ def _table(rows: list[list[str]], right: set[int] = frozenset()) -> str:
 def render(report: dict) -> str:
     plan = report["plan"]
     m = report["machine"]
+    on_gpu = plan.get("device") == "gpu"
+    where = (f"GPU {m.get('gpu') or '(none found)'}, TF32 {plan['tf32']}; host {m['cpu'] or 'CPU'}" if on_gpu
+             else f"{m['cpu'] or 'CPU'}, {m['cores']} cores")
     lines = [f"alexnet bench: {plan['mode']}, batch {plan['batch']}, median of {plan['repeats']} steps after "
-             f"{plan['warmup']} warm-up; {m['cpu'] or 'CPU'}, {m['cores']} cores; load average "
+             f"{plan['warmup']} warm-up; {where}; load average "
              f"{report['load_average_before'][0]:.2f} before, {report['load_average_after'][0]:.2f} after; "
-             + (", ".join(report.get("malloc", [])) or "malloc as the system has it"),
-             f"roof: float32 {ROOF_N}^3 matmul, fastest of {ROOF_REPEATS} in the fastest framework: "
-             f"{report['roof_gflops']:.0f} GFLOP/s ("
-             + ", ".join(f"{r['framework']} {r['gflops']:.0f}" for r in report["roofs"]) + "; other processes took "
-             + ", ".join("-" if r["others_cpu"] is None else f"{100 * r['others_cpu']:.0f}%" for r in report["roofs"])
-             + " of the CPU meanwhile)", ""]
+             + (", ".join(report.get("malloc", [])) or "malloc as the system has it")]
+    if report["roofs"]:
+        lines.append(f"roof: float32 {report['roofs'][0]['n']}^3 matmul, fastest of {ROOF_REPEATS} in the fastest "
+                     f"framework: {report['roof_gflops']:.0f} GFLOP/s ("
+                     + ", ".join(f"{r['framework']} {r['gflops']:.0f}" for r in report["roofs"])
+                     + "; other processes took "
+                     + ", ".join("-" if r["others_cpu"] is None else f"{100 * r['others_cpu']:.0f}%"
+                                 for r in report["roofs"]) + " of the CPU meanwhile)")
+    lines.append("")
     rows = [["variant", "size", "framework", "path", "img/s", "spread", "GFLOP/s", "% roof", "compile s", "params MB",
              "peak MB", "others"]]
     for r in report["results"]:
@@ -321,7 +347,8 @@ def render(report: dict) -> str:
     lines.append(_table(rows, right={4, 5, 6, 7, 8, 9, 10, 11}) if len(rows) > 1 else "(no model results)")
     lines.append("img/s: median; spread: half the min..max range; % roof: GFLOP/s over the roof; compile s: first "
                  "step minus a steady one (trace + compile; eager: one-off set-up); params MB: resident after "
-                 "building; peak MB: highest resident while compiling and running, above the process before it; "
+                 "building; peak MB: highest resident while compiling and running, above the process before it "
+                 + ("(on the GPU: the framework's own count of GPU memory); " if on_gpu else "; ") +
                  "others: share of the machine's CPU time other processes took while it was timed "
                  "(0% = a quiet machine)")
     if report["lrn_cost"]:
@@ -460,17 +487,30 @@ def _without_lrn(spec):
 
 
 class TorchRunner:
-    """torch_impl on the CPU: eager under inference_mode, or torch.compile; NCHW."""
+    """torch_impl: eager under inference_mode, or torch.compile; NCHW. On a GPU each step ends with a
+    synchronize, so the host's clock sees the GPU's work."""
 
-    def __init__(self):
+    def __init__(self, device: str = "cpu", tf32: str | None = None):
         import torch
         import torch_impl
         self.torch, self.impl = torch, torch_impl
         self.versions = {"torch": torch.__version__}
         self.threads = torch.get_num_threads()
+        self.gpu = device == "gpu"
+        self.device = torch.device("cuda" if self.gpu else "cpu")  # a name only: CUDA starts in each child
+        if self.gpu:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32 == "on"
+
+    def check_device(self) -> str | None:
+        """The GPU's name, or None on the CPU; raises where --device gpu finds none."""
+        if not self.gpu:
+            return None
+        from torch_impl.run import torch_device
+        torch_device("gpu")  # raises "torch sees no GPU ..."
+        return self.torch.cuda.get_device_name()
 
     def build(self, spec, weights):
-        return self.impl.build_model(spec, weights)
+        return self.impl.build_model(spec, weights).to(self.device)
 
     def yardstick(self, spec, weights):
         """torchvision's AlexNet: the real one when torchvision imports, else the transcription below."""
@@ -482,10 +522,14 @@ class TorchRunner:
         from weights_convert.torchvision import key_map
 
         model.load_state_dict({key: self.torch.from_numpy(weights[name]) for key, name in key_map("plain").items()})
-        return model, name
+        return model.to(self.device), name
 
     def inputs(self, x, labels):
-        return self.torch.from_numpy(x), self.torch.from_numpy(labels)
+        return self.torch.from_numpy(x).to(self.device), self.torch.from_numpy(labels).to(self.device)
+
+    def _sync(self):
+        if self.gpu:
+            self.torch.cuda.synchronize()
 
     def step(self, model, path, mode, x, y):
         torch = self.torch
@@ -497,7 +541,8 @@ class TorchRunner:
 
             def infer():
                 with torch.inference_mode():
-                    return fn(x)
+                    fn(x)
+                self._sync()
             return infer
         model.train()
 
@@ -505,28 +550,55 @@ class TorchRunner:
             for p in model.parameters():
                 p.grad = None
             torch.nn.functional.cross_entropy(fn(x), y).backward()
+            self._sync()
         return train
 
     def output(self, model, x):
         with self.torch.inference_mode():
-            return model.eval()(x).numpy()
+            return model.eval()(self.torch.from_numpy(x).to(self.device)).cpu().numpy()
 
-    def matmul(self):
-        a, b = (self.torch.randn(ROOF_N, ROOF_N) for _ in range(2))
-        c = self.torch.empty(ROOF_N, ROOF_N)
-        return lambda: self.torch.mm(a, b, out=c)
+    def matmul(self, n: int):
+        a, b = (self.torch.randn(n, n, device=self.device) for _ in range(2))
+        c = self.torch.empty(n, n, device=self.device)
+
+        def mm():
+            self.torch.mm(a, b, out=c)
+            self._sync()
+        return mm
+
+    def memory_mb(self) -> float | None:
+        """GPU memory the caching allocator has handed out; None on the CPU (the bench reads RSS there)."""
+        return self.torch.cuda.memory_allocated() / 2**20 if self.gpu else None
+
+    def reset_peak(self) -> None:
+        self.torch.cuda.reset_peak_memory_stats()
+
+    def peak_mb(self) -> float:
+        return self.torch.cuda.max_memory_allocated() / 2**20
 
 
 class KerasRunner:
-    """tf_impl on the CPU: tf.function graphs, with or without XLA; NHWC."""
+    """tf_impl: tf.function graphs, with or without XLA; NHWC. TensorFlow places everything on the first GPU
+    when it sees one; there a step ends by fetching its (small) result, which waits for the GPU."""
 
-    def __init__(self):
+    def __init__(self, device: str = "cpu", tf32: str | None = None):
         import keras
         import tensorflow as tf
         import tf_impl
         self.tf, self.keras, self.impl = tf, keras, tf_impl
         self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+        self.gpu = device == "gpu"
+        if self.gpu:
+            tf.config.experimental.enable_tensor_float_32_execution(tf32 == "on")
+
+    def check_device(self) -> str | None:
+        if not self.gpu:
+            return None
+        if "gpu" not in self.impl.devices():
+            raise RuntimeError("TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty)")
+        gpu = self.tf.config.list_physical_devices("GPU")[0]
+        return self.tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
 
     def build(self, spec, weights):
         full = get_spec(spec.variant, **spec.overrides())
@@ -549,27 +621,41 @@ class KerasRunner:
 
     def step(self, model, path, mode, x, y):
         tf = self.tf
+        wait = (lambda t: t.numpy()) if self.gpu else (lambda t: t)
         if mode == "infer":
             fn = tf.function(lambda x: model(x, training=False), jit_compile=path == "xla")
-            return lambda: fn(x)
+            return lambda: wait(fn(x))
 
         @tf.function(jit_compile=path == "xla")
         def train(x, y):
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)
                 loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-            return tape.gradient(loss, model.trainable_variables)
-        return lambda: train(x, y)
+            grads = tape.gradient(loss, model.trainable_variables)
+            return tf.add_n([tf.reduce_sum(g) for g in grads]) if self.gpu else grads  # one scalar to fetch
+        return lambda: wait(train(x, y))
 
-    def matmul(self):
-        a, b = (self.tf.random.normal((ROOF_N, ROOF_N)) for _ in range(2))
+    def matmul(self, n: int):
+        a, b = (self.tf.random.normal((n, n)) for _ in range(2))
+        if self.gpu:
+            return lambda: self.tf.linalg.matmul(a, b)[0, 0].numpy()
         return lambda: self.tf.linalg.matmul(a, b)
+
+    def memory_mb(self) -> float | None:
+        return self.tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20 if self.gpu else None
+
+    def reset_peak(self) -> None:
+        self.tf.config.experimental.reset_memory_stats("GPU:0")
+
+    def peak_mb(self) -> float:
+        return self.tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
 
 
 class FlaxRunner:
-    """jax_impl on the CPU: the NNX module under jax.jit; NHWC."""
+    """jax_impl: the NNX module under jax.jit; NHWC. JAX puts arrays on its default device, the GPU when it
+    sees one; every step already waits for its result (block_until_ready)."""
 
-    def __init__(self):
+    def __init__(self, device: str = "cpu", tf32: str | None = None):
         import flax
         import jax
         import jax_impl
@@ -577,6 +663,16 @@ class FlaxRunner:
         self.jax, self.nnx, self.impl = jax, nnx, jax_impl
         self.versions = {"jax": jax.__version__, "flax": flax.__version__}
         self.threads = os.cpu_count()
+        self.gpu = device == "gpu"
+        if self.gpu:  # matmuls and convolutions: true float32, or TF32 on the tensor cores
+            jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 == "on" else "float32")
+
+    def check_device(self) -> str | None:
+        if not self.gpu:
+            return None
+        if "gpu" not in self.impl.devices():
+            raise RuntimeError("JAX sees no GPU (install jax[cuda12] or jax[cuda13])")
+        return self.jax.devices("gpu")[0].device_kind
 
     def build(self, spec, weights):
         return self.impl.build_model(spec, weights)
@@ -600,11 +696,22 @@ class FlaxRunner:
         key = jax.random.key(0)
         return lambda: jax.block_until_ready(grads(state, x, y, key))
 
-    def matmul(self):
+    def matmul(self, n: int):
         jnp = self.jax.numpy
-        a, b = (jnp.asarray(self.jax.random.normal(self.jax.random.key(i), (ROOF_N, ROOF_N))) for i in range(2))
+        a, b = (jnp.asarray(self.jax.random.normal(self.jax.random.key(i), (n, n))) for i in range(2))
         f = self.jax.jit(jnp.matmul)
         return lambda: f(a, b).block_until_ready()
+
+    def memory_mb(self) -> float | None:
+        """Bytes in use on the GPU. JAX cannot reset its peak, so a child's later models report the
+        highest of the child so far (the bench builds one model, or a pair, per child)."""
+        return self.jax.devices()[0].memory_stats()["bytes_in_use"] / 2**20 if self.gpu else None
+
+    def reset_peak(self) -> None:
+        pass
+
+    def peak_mb(self) -> float:
+        return self.jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**20
 
 
 RUNNERS = {"torch": TorchRunner, "keras": KerasRunner, "flax": FlaxRunner}
@@ -693,19 +800,27 @@ def _measure_group(runner, fw: str, path: str, job: dict, entries: list[tuple[st
     x_np = rng.standard_normal((job["batch"], *spec.input_shape), dtype=np.float32)
     labels = rng.integers(0, spec.num_classes, job["batch"]).astype(np.int32 if fw != "torch" else np.int64)
     x, y = runner.inputs(x_np, labels)
+    on_gpu = runner.memory_mb() is not None  # there the memory is the GPU's, as the framework counts it
     built = []
     for model_name, role, make in entries:
-        base = _rss_kb("VmRSS")
+        base = runner.memory_mb() if on_gpu else _rss_kb("VmRSS") / 1024
         model, spec_used, extra = make()
-        extra["model_mb"] = (_rss_kb("VmRSS") - base) / 1024  # the parameters, as this framework holds them
-        can_peak = _reset_peak()  # peak of running it: parameters, activations, workspace, compiler
+        # the parameters, as this framework holds them
+        extra["model_mb"] = (runner.memory_mb() if on_gpu else _rss_kb("VmRSS") / 1024) - base
+        # then the peak of running it: parameters, activations, workspace (and on the CPU the compiler)
+        if on_gpu:
+            runner.reset_peak()
+        can_peak = on_gpu or _reset_peak()
         t = time.perf_counter()
         step = runner.step(model, path, job["mode"], x, y)
         step()
         first = time.perf_counter() - t
         for _ in range(job["warmup"]):
             step()
-        peak = ((_rss_kb("VmHWM") if can_peak else _rss_kb("VmRSS")) - base) / 1024
+        if on_gpu:
+            peak = runner.peak_mb() - base
+        else:
+            peak = (_rss_kb("VmHWM") if can_peak else _rss_kb("VmRSS")) / 1024 - base
         built.append((model_name, role, spec_used, step, first, peak, extra))
         _say(f"  {fw} {path} {model_name}: first step {first:.2f} s, parameters {extra['model_mb']:.0f} MB, "
              f"peak {peak:.0f} MB")
@@ -729,6 +844,8 @@ def _measure_group(runner, fw: str, path: str, job: dict, entries: list[tuple[st
 
 def _job_entries(runner, fw: str, path: str, job: dict):
     """The models one child measures: the variant; its copy without LRN; torchvision's model beside torch's."""
+    import numpy as np
+
     from parity_tests.core import parity_weights
 
     variant = job["variant"]
@@ -742,7 +859,7 @@ def _job_entries(runner, fw: str, path: str, job: dict):
         def yardstick():
             model, name = runner.yardstick(spec, weights)
             # same weights, same numbers: proves the yardstick is the same network
-            xs = runner.torch.randn(2, *spec.input_shape)
+            xs = np.random.default_rng(1).standard_normal((2, *spec.input_shape), dtype=np.float32)
             diff = float(abs(runner.output(model, xs) - runner.output(runner.build(spec, weights), xs)).max())
             return model, spec, {"yardstick_name": name, "max_abs_diff": diff}
         entries.append(("torchvision yardstick", "yardstick", yardstick))
@@ -798,7 +915,7 @@ def worker(job: dict) -> None:
         out.flush()
 
     t = time.perf_counter()
-    runner = RUNNERS[fw]()
+    runner = RUNNERS[fw](job["device"], job["tf32"])
     runner.tmp = job["tmp"]
     emit([{"kind": "info", "versions": runner.versions, "threads": runner.threads, "malloc": job.get("malloc"),
            "import_s": time.perf_counter() - t}])
@@ -806,8 +923,14 @@ def worker(job: dict) -> None:
     _say(f"{fw}: {versions} imported in {time.perf_counter() - t:.1f} s")
 
     def roof():
-        return [{"kind": "roof", **measure_roof(fw, runner.matmul())}]
-    emit(_in_child(roof))
+        name = runner.check_device()
+        n = ROOF_N_GPU if name else ROOF_N
+        return [{"kind": "roof", **measure_roof(fw, runner.matmul(n), n=n), "device_name": name}]
+    roofs = _in_child(roof)
+    emit(roofs)
+    if job["device"] == "gpu" and any(r["kind"] == "error" for r in roofs):
+        out.close()
+        return  # no GPU for this framework: its error says so once
     paths = [p for p in PATHS[fw] if p in job["paths"]]
     for variant in job["variants"]:
         for path in paths:

@@ -86,8 +86,43 @@ def test_chart_is_a_png(tiny_run):
     (["alexnet2"], "unknown variant 'alexnet2'"),
     (["paper", "--input-size", "big"], "whole number or 'min'"),
     (["paper", "--input-size", "32"], "smallest input size it takes is 52"),
+    (["paper", "--tf32", "on"], "--tf32 applies to --device gpu only"),
 ])
 def test_bad_options_give_one_line_error(capsys, argv, message):
     assert main(["bench", *argv]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and message in err
+
+
+def _torch_sees_gpu() -> bool:
+    torch = pytest.importorskip("torch")
+    return torch.cuda.is_available()
+
+
+GPU_TINY = ["bench", "paper", "--frameworks", "torch", "--paths", "eager", "--input-size", "min", "--batch", "2",
+            "--repeats", "1", "--warmup", "0", "--cold-runs", "0", "--no-convert", "--device", "gpu"]
+
+
+def test_gpu_run_without_a_gpu_says_so_and_fails(tmp_path, capsys):
+    if _torch_sees_gpu():
+        pytest.skip("this machine has a GPU: the GPU run is tested below")
+    out = tmp_path / "bench.json"
+    assert main([*GPU_TINY, "--json", str(out), "--plot", str(tmp_path / "bench.png")]) == 1
+    printed = capsys.readouterr()
+    assert "ERROR torch: RuntimeError: torch sees no GPU" in printed.out and "Traceback" not in printed.err
+    assert "not drawn" in printed.out and not (tmp_path / "bench.png").exists()
+    report = json.loads(out.read_text())
+    assert report["results"] == [] and report["roofs"] == [] and report["machine"]["gpu"] is None
+
+
+@pytest.mark.parametrize("tf32", ["off", "on"])
+def test_gpu_run_measures_on_the_gpu(tmp_path, tf32):
+    if not _torch_sees_gpu():
+        pytest.skip("torch sees no GPU")
+    out = tmp_path / "bench.json"
+    assert main([*GPU_TINY, "--tf32", tf32, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["plan"]["tf32"] == tf32 and report["machine"]["gpu"]
+    assert [r["n"] for r in report["roofs"]] == [8192] and "numpy" not in {r["framework"] for r in report["roofs"]}
+    for r in report["results"]:  # memory from the GPU's allocator: the host RSS would not see the activations
+        assert r["images_per_s"] > 0 and r["model_mb"] > 0 and r["peak_mb"] >= r["model_mb"]
