@@ -800,13 +800,15 @@ def _measure_group(runner, fw: str, path: str, job: dict, entries: list[tuple[st
     x_np = rng.standard_normal((job["batch"], *spec.input_shape), dtype=np.float32)
     labels = rng.integers(0, spec.num_classes, job["batch"]).astype(np.int32 if fw != "torch" else np.int64)
     x, y = runner.inputs(x_np, labels)
-    on_gpu = runner.memory_mb() is not None  # there the memory is the GPU's, as the framework counts it
+    on_gpu = runner.memory_mb() is not None
+
+    def held_mb():  # on a GPU its memory as the framework counts it, else this process's resident memory
+        return runner.memory_mb() if on_gpu else _rss_kb("VmRSS") / 1024
     built = []
     for model_name, role, make in entries:
-        base = runner.memory_mb() if on_gpu else _rss_kb("VmRSS") / 1024
+        base = held_mb()
         model, spec_used, extra = make()
-        # the parameters, as this framework holds them
-        extra["model_mb"] = (runner.memory_mb() if on_gpu else _rss_kb("VmRSS") / 1024) - base
+        extra["model_mb"] = held_mb() - base  # the parameters, as this framework holds them
         # then the peak of running it: parameters, activations, workspace (and on the CPU the compiler)
         if on_gpu:
             runner.reset_peak()
@@ -817,10 +819,8 @@ def _measure_group(runner, fw: str, path: str, job: dict, entries: list[tuple[st
         first = time.perf_counter() - t
         for _ in range(job["warmup"]):
             step()
-        if on_gpu:
-            peak = runner.peak_mb() - base
-        else:
-            peak = (_rss_kb("VmHWM") if can_peak else _rss_kb("VmRSS")) / 1024 - base
+        high = runner.peak_mb() if on_gpu else _rss_kb("VmHWM") / 1024 if can_peak else held_mb()
+        peak = high - base
         built.append((model_name, role, spec_used, step, first, peak, extra))
         _say(f"  {fw} {path} {model_name}: first step {first:.2f} s, parameters {extra['model_mb']:.0f} MB, "
              f"peak {peak:.0f} MB")
