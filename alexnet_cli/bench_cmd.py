@@ -347,8 +347,8 @@ def render(report: dict) -> str:
     lines.append(_table(rows, right={4, 5, 6, 7, 8, 9, 10, 11}) if len(rows) > 1 else "(no model results)")
     lines.append("img/s: median; spread: half the min..max range; % roof: GFLOP/s over the roof; compile s: first "
                  "step minus a steady one (trace + compile; eager: one-off set-up); params MB: resident after "
-                 "building; peak MB: highest resident while compiling and running, above the process before it "
-                 + ("(on the GPU: the framework's own count of GPU memory); " if on_gpu else "; ") +
+                 "building; peak MB: highest resident while compiling and running, above the process before it"
+                 + (" (on the GPU: the framework's own count of GPU memory); " if on_gpu else "; ") +
                  "others: share of the machine's CPU time other processes took while it was timed "
                  "(0% = a quiet machine)")
     if report["lrn_cost"]:
