@@ -595,10 +595,10 @@ class KerasRunner:
     def check_device(self) -> str | None:
         if not self.gpu:
             return None
-        if "gpu" not in self.impl.devices():
+        gpus = self.tf.config.list_physical_devices("GPU")
+        if not gpus:
             raise RuntimeError("TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty)")
-        gpu = self.tf.config.list_physical_devices("GPU")[0]
-        return self.tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        return self.tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
 
     def build(self, spec, weights):
         full = get_spec(spec.variant, **spec.overrides())
@@ -703,7 +703,7 @@ class FlaxRunner:
         return lambda: f(a, b).block_until_ready()
 
     def memory_mb(self) -> float | None:
-        """Bytes in use on the GPU. JAX cannot reset its peak, so a child's later models report the
+        """MB in use on the GPU; None on the CPU. JAX cannot reset its peak, so a child's later models report the
         highest of the child so far (the bench builds one model, or a pair, per child)."""
         return self.jax.devices()[0].memory_stats()["bytes_in_use"] / 2**20 if self.gpu else None
 
