@@ -28,7 +28,8 @@ def add_arguments(p):
         "order),\nelse inferred from the tensor shapes; caffe, caffenet and paper share shapes, so a file that "
         "records\nnothing needs --variant.")
     p.add_argument("src", metavar="SRC", help="checkpoint to read (file, Orbax directory or TF checkpoint prefix)")
-    p.add_argument("dst", metavar="DST", help="checkpoint to write (replaced atomically if it exists)")
+    p.add_argument("dst", metavar="DST", help="checkpoint to write; an existing DST is replaced atomically, and only "
+                   "when it is a checkpoint of the same format (anything else is refused, never deleted)")
     p.add_argument("--from", dest="src_format", metavar="FMT", help=f"format of SRC (default: from its name): {formats}")
     p.add_argument("--to", dest="dst_format", metavar="FMT", help=f"format of DST (default: from its name): {formats}")
     p.add_argument("--variant", metavar="V", help=f"the variant SRC holds, overriding what the file says or its "

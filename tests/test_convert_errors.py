@@ -165,7 +165,8 @@ def test_a_failing_writer_leaves_nothing(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.pt").write_bytes(b"old contents")
+    wc.save(str(out / "keep.pt"), SPEC, _weights(seed=1))  # a checkpoint, so the writer may replace it
+    old_contents = (out / "keep.pt").read_bytes()
 
     def broken_save(obj, path, *a, **k):
         with open(path, "wb") as f:
@@ -175,7 +176,7 @@ def test_a_failing_writer_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         wc.save(str(out / "keep.pt"), SPEC, _weights())
-    assert sorted(os.listdir(out)) == ["keep.pt"] and (out / "keep.pt").read_bytes() == b"old contents"
+    assert sorted(os.listdir(out)) == ["keep.pt"] and (out / "keep.pt").read_bytes() == old_contents
 
     def interrupted(obj, path, *a, **k):
         open(path, "wb").close()

@@ -194,9 +194,38 @@ def _remove(path: str) -> None:
 
 
 def temp_name(path: str, suffix: str = "") -> str:
-    """A hidden, unique name in the destination's directory (same file system, so os.replace is atomic)."""
+    """A hidden, unique name in the destination's directory (same file system, so os.replace is atomic).
+    It carries the writer's pid, so a later run can tell a leftover of a killed writer from a live one."""
     parent, name = os.path.split(os.path.abspath(path))
-    return os.path.join(parent, f".{name}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+    return os.path.join(parent, f".{name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp{suffix}")
+
+
+def starts_with(path: str, *magics: bytes) -> bool:
+    """Does the regular file at `path` begin with one of these byte strings? (Reads a few bytes only.)"""
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(max(len(m) for m in magics))
+    except OSError:
+        return False
+    return any(head.startswith(m) for m in magics)
+
+
+def _is_empty_file(path: str) -> bool:
+    return os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) == 0
+
+
+def check_replaceable(path: str, replaces, what: str) -> None:
+    """A destination that exists is replaced only when it is a checkpoint of the format being written
+    (`replaces(path)`, the format's sniffer) or an empty file: nothing else of the user's is ever deleted."""
+    if not os.path.lexists(path) or _is_empty_file(path):
+        return
+    if replaces is not None and replaces(path):
+        return
+    kind = "directory" if os.path.isdir(path) else "file"
+    raise ValueError(f"{path}: exists and is not {what}; refusing to replace this {kind} "
+                     f"(nothing was written): remove it or choose another name")
 
 
 def _check_destination(path: str) -> None:
@@ -205,26 +234,59 @@ def _check_destination(path: str) -> None:
         raise FileNotFoundError(f"{path}: directory {parent} does not exist")
 
 
+def _exchange(a: str, b: str) -> bool:
+    """Swap two paths in one atomic rename (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import errno
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), b)
+
+
+def _replace_directory(tmp: str, path: str) -> None:
+    """Put the finished directory `tmp` at `path`, over an existing checkpoint directory: one atomic swap,
+    then the old one (now at `tmp`) is removed. Without renameat2, the old one is moved aside first and
+    only removed once the new one is in place."""
+    if _exchange(tmp, path):
+        _remove(tmp)
+        return
+    old = temp_name(path, ".old")
+    os.replace(path, old)
+    os.replace(tmp, path)
+    _remove(old)
+
+
 @contextlib.contextmanager
-def atomic_output(path: str, suffix: str = ""):
+def atomic_output(path: str, suffix: str = "", replaces=None, what: str = "a checkpoint of this format"):
     """Yields a temporary path (file or directory, as the writer makes it) next to `path`; on success it
     replaces `path` in one rename, on any error (or Ctrl-C) it is removed, so no partial output is left.
-    `suffix` keeps an extension that a writer insists on (Keras's .keras and .weights.h5)."""
+
+    An existing `path` is replaced only when `replaces(path)` says it is a checkpoint of the same format
+    (or it is an empty file); anything else is refused before writing. `suffix` keeps an extension that
+    a writer insists on (Keras's .keras and .weights.h5)."""
     _check_destination(path)
+    check_replaceable(path, replaces, what)
     tmp = temp_name(path, suffix)
     try:
         yield tmp
         if not os.path.exists(tmp):
             raise RuntimeError(f"{path}: the writer produced no output")
-        if os.path.isdir(tmp) and os.path.isdir(path) and not os.path.islink(path):
-            old = temp_name(path, ".old")  # a directory cannot be renamed over a non-empty one
-            os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
+        check_replaceable(path, replaces, what)  # it may have appeared while we wrote
+        if os.path.lexists(path) and os.path.isdir(path) != os.path.isdir(tmp):
+            kind = "directory" if os.path.isdir(path) else "file"
+            raise ValueError(f"{path}: exists as a {kind}; remove it or choose another name")
+        if os.path.isdir(path) and not os.path.islink(path):
+            _replace_directory(tmp, path)
         else:
-            if os.path.isdir(path) != os.path.isdir(tmp) and os.path.exists(path):
-                kind = "directory" if os.path.isdir(path) else "file"
-                raise ValueError(f"{path}: exists as a {kind}; remove it or choose another name")
             os.replace(tmp, path)
     except BaseException:
         _remove(tmp)
@@ -232,19 +294,24 @@ def atomic_output(path: str, suffix: str = ""):
 
 
 @contextlib.contextmanager
-def atomic_prefix(prefix: str, last: tuple[str, ...] = ()):
+def atomic_prefix(prefix: str, last: tuple[str, ...] = (), replaces=None, what: str = "a checkpoint"):
     """For a checkpoint made of several files named prefix + ending (TF's .index and .data-*): yields a
     temporary prefix inside a hidden directory beside it; on success each file is renamed into place, the
-    endings in `last` (the file that makes the checkpoint visible) after the others."""
+    endings in `last` (the file that makes the checkpoint visible) after the others. Each destination file
+    that exists must pass `replaces` (the format's sniffer of a prefix + ending path)."""
     _check_destination(prefix)
     tmp_dir = temp_name(prefix, ".d")
     os.mkdir(tmp_dir)
     tmp_prefix = os.path.join(tmp_dir, "ckpt")
     try:
+        for ending in last:
+            check_replaceable(prefix + ending, replaces, what)
         yield tmp_prefix
         endings = [name[len("ckpt"):] for name in os.listdir(tmp_dir) if name.startswith("ckpt")]
         if not endings:
             raise RuntimeError(f"{prefix}: the writer produced no output")
+        for ending in endings:
+            check_replaceable(prefix + ending, replaces, what)
         for ending in sorted(endings, key=lambda e: e in last):
             os.replace(tmp_prefix + ending, prefix + ending)
     finally:

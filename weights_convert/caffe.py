@@ -21,6 +21,7 @@ comes from input_dim / input_shape / an Input layer / a data layer's crop_size w
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -513,7 +514,7 @@ def net_chunks(spec: Spec, weights: dict, container: str = "layer") -> list:
 
 def save(path: str, spec: Spec, weights: dict, container: str = "layer") -> None:
     chunks = net_chunks(spec, weights, container)
-    with atomic_output(path) as tmp:
+    with atomic_output(path, replaces=sniff, what="a caffemodel") as tmp:
         with open(tmp, "wb") as fh:
             for chunk in chunks:
                 fh.write(chunk)
@@ -521,3 +522,17 @@ def save(path: str, spec: Spec, weights: dict, container: str = "layer") -> None
 
 def claims(path: str) -> bool:
     return path.endswith(".caffemodel")
+
+
+def sniff(path: str) -> bool:
+    """A binary NetParameter: its first field is one a caffemodel starts with (name=1, layers=2, input=3,
+    input_dim=4, layer=100), checked by parsing the first key; protobuf has no magic number."""
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        number, wire = pw.first_key(head)
+    except (OSError, ValueError):
+        return False
+    return (number, wire) in {(1, pw.LEN), (2, pw.LEN), (3, pw.LEN), (4, pw.VARINT), (100, pw.LEN)}

@@ -8,6 +8,9 @@ metadata (canonical names only) is read too, its variant inferred from the shape
 """
 from __future__ import annotations
 
+import os
+import struct
+
 from common import Spec
 
 from ._common import atomic_output, finish, spec_of_file
@@ -35,9 +38,22 @@ def save(path: str, spec: Spec, weights: dict) -> None:
     meta = {"format": FORMAT_TAG, "variant": spec.variant, "input_size": str(spec.input_size),
             "num_classes": str(spec.num_classes), "include_top": str(spec.include_top).lower(),
             "spec": spec.to_json()}
-    with atomic_output(path) as tmp:
+    with atomic_output(path, replaces=sniff, what="a safetensors file") as tmp:
         save_file({name: weights[name] for name in spec.weight_shapes()}, tmp, metadata=meta)
 
 
 def claims(path: str) -> bool:
     return path.endswith(".safetensors")
+
+
+def sniff(path: str) -> bool:
+    """A safetensors file: an 8-byte little-endian header length that fits the file, then a JSON object."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = os.path.getsize(path)
+    except OSError:
+        return False
+    if len(head) < 9 or head[8:9] != b"{" or not os.path.isfile(path):
+        return False
+    return 8 + struct.unpack("<Q", head[:8])[0] <= size

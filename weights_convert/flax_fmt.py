@@ -16,7 +16,7 @@ import numpy as np
 
 from common import Spec
 
-from ._common import atomic_output, finish, spec_of_file
+from ._common import atomic_output, finish, spec_of_file, starts_with
 
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
@@ -93,14 +93,15 @@ def _load_orbax(path: str):
     import jax
     import orbax.checkpoint as ocp
 
+    where = os.path.abspath(path)  # Orbax takes absolute paths only
     try:
         checkpointer = ocp.StandardCheckpointer()
-        meta = checkpointer.metadata(path)
+        meta = checkpointer.metadata(where)
         custom = dict(getattr(meta, "custom_metadata", None) or {})
         layout = getattr(meta.item_metadata, "tree", meta.item_metadata)
         # restore into numpy arrays: no device or sharding from the writer's machine is needed
         target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), layout, is_leaf=lambda m: hasattr(m, "shape"))
-        tree = checkpointer.restore(path, target)
+        tree = checkpointer.restore(where, target)
     except Exception as err:  # noqa: BLE001 -- Orbax/TensorStore raise many types on a damaged directory
         raise ValueError(f"{path}: not a readable Orbax checkpoint (damaged?): {_first_line(err)}") from None
     return tree, custom
@@ -121,13 +122,13 @@ def save(path: str, spec: Spec, weights: dict) -> None:
         from flax import serialization
 
         data = serialization.msgpack_serialize(nnx.to_pure_dict(state))
-        with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        with atomic_output(path, replaces=sniff, what="a msgpack file") as tmp, open(tmp, "wb") as fh:
             fh.write(data)
         return
     import orbax.checkpoint as ocp
 
     meta = {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json()}
-    with atomic_output(path.rstrip("/")) as tmp:
+    with atomic_output(path.rstrip("/"), replaces=is_orbax_dir, what="an Orbax checkpoint") as tmp:
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(tmp, state, custom_metadata=meta)
         checkpointer.wait_until_finished()
@@ -140,3 +141,10 @@ def is_orbax_dir(path: str) -> bool:
 
 def claims(path: str) -> bool:
     return path.endswith((".msgpack", ".orbax", ".orbax/")) or is_orbax_dir(path)
+
+
+def sniff(path: str) -> bool:
+    """An Orbax checkpoint directory, or a msgpack file holding a map (fixmap, map16 or map32)."""
+    if os.path.isdir(path):
+        return is_orbax_dir(path)
+    return starts_with(path, *(bytes([b]) for b in (*range(0x80, 0x90), 0xDE, 0xDF)))

@@ -19,7 +19,7 @@ import numpy as np
 
 from common import Spec
 
-from ._common import atomic_output, finish, resolve_spec, spec_of_file
+from ._common import atomic_output, finish, resolve_spec, spec_of_file, starts_with
 
 ATTR_PREFIX = "alexnet_"
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
@@ -136,7 +136,7 @@ def save(path: str, spec: Spec, weights: dict) -> None:
         raise ValueError(f"{path}: Keras writes .weights.h5 (weights) or .keras (whole model) files")
     tf_impl = _framework()
     model = tf_impl.build_model(spec, weights)
-    with atomic_output(path, suffix=suffix) as tmp:
+    with atomic_output(path, suffix=suffix, replaces=sniff, what=f"a Keras {suffix} file") as tmp:
         if suffix == ".keras":
             model.save(tmp)
         else:
@@ -150,3 +150,8 @@ def save(path: str, spec: Spec, weights: dict) -> None:
 
 def claims(path: str) -> bool:
     return path.endswith((".weights.h5", ".keras"))
+
+
+def sniff(path: str) -> bool:
+    """A .keras file is a zip archive, a .weights.h5 an HDF5 file (by their magic bytes)."""
+    return starts_with(path, b"PK\x03\x04") if path.endswith(".keras") else starts_with(path, b"\x89HDF\r\n\x1a\n")

@@ -70,6 +70,14 @@ def parse(buf, what: str, runs: dict[int, str] | None = None) -> list[tuple[int,
     return fields
 
 
+def first_key(buf) -> tuple[int, int]:
+    """(field number, wire type) of a message's first field; a ValueError where it has none."""
+    key, _ = _read_varint(memoryview(buf).cast("B"), 0, "message")
+    if key >> 3 == 0:
+        raise ValueError("message: field number 0")
+    return key >> 3, key & 7
+
+
 def signed(value: int) -> int:
     """A varint read as int64 (proto's int32/int64 store negatives as 10-byte two's complement)."""
     value &= _MASK64

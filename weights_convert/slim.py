@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 
 import numpy as np
 
@@ -130,7 +131,7 @@ def save(path: str, spec: Spec, weights: dict) -> None:
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a directory; name the checkpoint prefix, e.g. {path}/model.ckpt")
     prefix = checkpoint_prefix(path)
-    with atomic_prefix(prefix, last=(".index",)) as tmp:
+    with atomic_prefix(prefix, last=(".index",), replaces=sniff, what="a TensorFlow checkpoint file") as tmp:
         names = list(tensors)
         with tf.device("/cpu:0"):
             tf.raw_ops.SaveV2(prefix=tmp, tensor_names=names, shape_and_slices=[""] * len(names),
@@ -140,3 +141,23 @@ def save(path: str, spec: Spec, weights: dict) -> None:
 def claims(path: str) -> bool:
     name = os.path.basename(path.rstrip("/"))
     return ".ckpt" in name or name.endswith(".index") or bool(_DATA_SUFFIX.search(name))
+
+
+TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)  # the footer of a TensorBundle .index (a LevelDB table)
+
+
+def sniff(path: str) -> bool:
+    """A piece of a TF checkpoint: a .index whose last 8 bytes are the table magic, or a .data-* shard
+    beside such an index."""
+    if not os.path.isfile(path):
+        return False
+    match = _DATA_SUFFIX.search(path)
+    index = path[:match.start()] + ".index" if match else path
+    if not index.endswith(".index") or not os.path.isfile(index):
+        return False
+    try:
+        with open(index, "rb") as fh:
+            fh.seek(max(0, os.path.getsize(index) - 8))
+            return fh.read(8) == TABLE_MAGIC
+    except OSError:
+        return False

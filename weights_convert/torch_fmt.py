@@ -15,7 +15,7 @@ import numpy as np
 
 from common import Spec
 
-from ._common import atomic_output, finish, resolve_spec
+from ._common import atomic_output, finish, resolve_spec, starts_with
 
 WRAPPER_KEYS = ("state_dict", "model")  # training scripts' {"epoch": ..., "state_dict": ...} containers
 KEY_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DistributedDataParallel, torch.compile
@@ -106,9 +106,17 @@ def save_state_dict(path: str, arrays: dict[str, np.ndarray]) -> None:
     import torch
 
     state = OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in arrays.items())
-    with atomic_output(path) as tmp:
+    with atomic_output(path, replaces=sniff, what="a torch checkpoint") as tmp:
         torch.save(state, tmp)
 
 
 def claims(path: str) -> bool:
     return path.endswith((".pt", ".pth"))
+
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def sniff(path: str) -> bool:
+    """A torch.save file: a zip archive (torch >= 1.6) or a legacy pickle (protocol 2 magic)."""
+    return starts_with(path, ZIP_MAGIC, b"\x80\x02")
