@@ -48,7 +48,7 @@ def _has_split(root: Path) -> bool:
 def training_sources(data: str, num_classes: int | None, val_fraction: float):
     """(train, val) sources: the data's own split where it has one (train/ and val/), else val_fraction of
     each class held out (the same images whatever the run's seed)."""
-    from training import Cifar10, ImageFolder, Synthetic, val_split
+    from alexnet_parity.training import Cifar10, ImageFolder, Synthetic, val_split
 
     n = synthetic_count(data)
     if n is not None:
@@ -65,7 +65,7 @@ def training_sources(data: str, num_classes: int | None, val_fraction: float):
 def eval_source(data: str, num_classes: int):
     """The images to evaluate on: synthetic draws training never saw (another seed), CIFAR-10's
     test_batch.bin, val/ of a train/val folder, or the whole image folder."""
-    from training import Cifar10, ImageFolder, Synthetic
+    from alexnet_parity.training import Cifar10, ImageFolder, Synthetic
 
     n = synthetic_count(data)
     if n is not None:

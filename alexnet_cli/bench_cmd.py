@@ -3,7 +3,7 @@ float32 matmul roof, with yardsticks (torchvision's AlexNet, each variant withou
 the cold start of the framework-free commands.
 
 How it measures. The CLI process imports no framework: it times the cold starts, numpy's matmul, and runs one
-worker per framework (`python -m alexnet_cli.bench_cmd`, pinned to the CPU unless --device gpu). The worker
+worker per framework (`python -m alexnet_parity.alexnet_cli.bench_cmd`, pinned to the CPU unless --device gpu). The worker
 imports its framework once and forks a child per (variant, path), so each child starts from the same clean
 process: its compile time is a first compile, and its peak memory (Linux VmHWM, reset through
 /proc/self/clear_refs; on a GPU the framework's allocator statistics) is its own. The worker never touches the
@@ -25,9 +25,9 @@ import sys
 import tempfile
 import time
 
-from alexnet_cli._malloc import keep_large_buffers
-from common import LRN, VARIANTS, get_spec, smallest_input_size
-from common.frameworks import FRAMEWORKS, framework_available
+from alexnet_parity.alexnet_cli._malloc import keep_large_buffers
+from alexnet_parity.common import LRN, VARIANTS, get_spec, smallest_input_size
+from alexnet_parity.common.frameworks import FRAMEWORKS, framework_available
 
 # each framework's execution paths: eager and compiled where the framework has both
 PATHS = {"torch": ("eager", "compile"), "keras": ("graph", "xla"), "flax": ("jit",)}
@@ -153,13 +153,13 @@ def measure_roof(who: str, matmul, repeats: int = ROOF_REPEATS, n: int = ROOF_N)
 def _alexnet_command() -> list[str]:
     """How a user runs the CLI: the installed console script beside this Python, else `python -m`."""
     script = shutil.which("alexnet", path=os.path.dirname(sys.executable))
-    return [script] if script else [sys.executable, "-m", "alexnet_cli"]
+    return [script] if script else [sys.executable, "-m", "alexnet_parity.alexnet_cli"]
 
 
 _IMPORTS_PROBE = ("import atexit, json, sys\n"
                   "atexit.register(lambda: print('@@modules ' + json.dumps(sorted("
                   "{m.split('.')[0] for m in sys.modules} & set(%r))), file=sys.stderr))\n"
-                  "from alexnet_cli.main import main\nsys.exit(main(sys.argv[1:]))\n") % (FRAMEWORK_MODULES,)
+                  "from alexnet_parity.alexnet_cli.main import main\nsys.exit(main(sys.argv[1:]))\n") % (FRAMEWORK_MODULES,)
 
 
 def cold_start(runs: int) -> list[dict]:
@@ -198,7 +198,7 @@ def run_worker(framework: str, plan: dict) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-") as tmp:
         out = os.path.join(tmp, "results.jsonl")
         job = json.dumps({**plan, "framework": framework, "out": out, "tmp": tmp})
-        proc = subprocess.Popen([sys.executable, "-m", "alexnet_cli.bench_cmd", job], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "alexnet_parity.alexnet_cli.bench_cmd", job], env=env,
                                 stderr=subprocess.PIPE, text=True, bufsize=1)
         for line in proc.stderr:  # progress through; TensorFlow's start-up chatter (which ignores
             if not _TF_NOISE.search(line):  # TF_CPP_MIN_LOG_LEVEL since it moved to absl) left out
@@ -492,7 +492,7 @@ class TorchRunner:
 
     def __init__(self, device: str = "cpu", tf32: str | None = None):
         import torch
-        import torch_impl
+        from alexnet_parity import torch_impl
         self.torch, self.impl = torch, torch_impl
         self.versions = {"torch": torch.__version__}
         self.threads = torch.get_num_threads()
@@ -505,7 +505,7 @@ class TorchRunner:
         """The GPU's name, or None on the CPU; raises where --device gpu finds none."""
         if not self.gpu:
             return None
-        from torch_impl.run import torch_device
+        from alexnet_parity.torch_impl.run import torch_device
         torch_device("gpu")  # raises "torch sees no GPU ..."
         return self.torch.cuda.get_device_name()
 
@@ -519,7 +519,7 @@ class TorchRunner:
             model, name = alexnet(num_classes=spec.num_classes), "torchvision.models.alexnet"
         except Exception:  # not installed, or installed but broken beside this torch build
             model, name = transcribed_torchvision_alexnet(spec.num_classes), "torchvision AlexNet (transcribed)"
-        from weights_convert.torchvision import key_map
+        from alexnet_parity.weights_convert.torchvision import key_map
 
         model.load_state_dict({key: self.torch.from_numpy(weights[name]) for key, name in key_map("plain").items()})
         return model.to(self.device), name
@@ -584,7 +584,7 @@ class KerasRunner:
     def __init__(self, device: str = "cpu", tf32: str | None = None):
         import keras
         import tensorflow as tf
-        import tf_impl
+        from alexnet_parity import tf_impl
         self.tf, self.keras, self.impl = tf, keras, tf_impl
         self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
         self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
@@ -658,7 +658,7 @@ class FlaxRunner:
     def __init__(self, device: str = "cpu", tf32: str | None = None):
         import flax
         import jax
-        import jax_impl
+        from alexnet_parity import jax_impl
         from flax import nnx
         self.jax, self.nnx, self.impl = jax, nnx, jax_impl
         self.versions = {"jax": jax.__version__, "flax": flax.__version__}
@@ -846,7 +846,7 @@ def _job_entries(runner, fw: str, path: str, job: dict):
     """The models one child measures: the variant; its copy without LRN; torchvision's model beside torch's."""
     import numpy as np
 
-    from parity_tests.core import parity_weights
+    from alexnet_parity.parity_tests.core import parity_weights
 
     variant = job["variant"]
     spec = get_spec(variant, input_size=job["sizes"][variant])
@@ -870,7 +870,7 @@ def _conversion(runner, job: dict) -> list[dict]:
     """weights_convert canonical -> torch against plain torch.load + torch.save, on one full checkpoint."""
     import numpy as np
 
-    from parity_tests.core import parity_weights
+    from alexnet_parity.parity_tests.core import parity_weights
     torch = runner.torch
     variant = job["variant"]
     spec = get_spec(variant, input_size=job["sizes"][variant])
@@ -878,7 +878,7 @@ def _conversion(runner, job: dict) -> list[dict]:
     base = {"kind": "conversion", "variant": variant, "params": spec.param_count(),
             "mb": sum(w.nbytes for w in weights.values()) / 2**20}
     try:
-        import weights_convert
+        from alexnet_parity import weights_convert
         load, save = weights_convert.load, weights_convert.save
     except (ImportError, AttributeError):
         return [{**base, "error": "weights_convert.load/save not available yet: conversion not timed"}]

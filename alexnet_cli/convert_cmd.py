@@ -14,8 +14,8 @@ TOLERANCE = 1e-4
 
 
 def add_arguments(p):
-    import weights_convert
-    from common import VARIANTS
+    from alexnet_parity import weights_convert
+    from alexnet_parity.common import VARIANTS
 
     import argparse
 
@@ -52,8 +52,8 @@ def _mib(n: int) -> str:
 
 
 def run(args) -> int:
-    import weights_convert as wc
-    from weights_convert._common import file_size
+    from alexnet_parity import weights_convert as wc
+    from alexnet_parity.weights_convert._common import file_size
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"[convert] {msg}", file=sys.stderr, flush=True))
     src_fmt = wc.get_format(args.src_format).name if args.src_format else wc.guess_format(args.src, reading=True)
@@ -91,8 +91,7 @@ def verify(args, spec, weights, src_fmt, dst_fmt, say) -> int:
     and the target's, each on the weights read from its own file; print the max relative error."""
     import numpy as np
 
-    import weights_convert as wc
-
+    from alexnet_parity import weights_convert as wc
     spec2, back, _ = wc.load_as(args.dst, dst_fmt, spec.variant, input_size=spec.input_size)
     if spec2 != spec:
         print(f"verify: FAILED: {args.dst} reads back as {spec2.describe()}, not {spec.describe()}")
@@ -122,13 +121,13 @@ def _label(runner) -> str:
 
 
 def _activations(runner, spec, weights, x):
-    import importlib
-
     import numpy as np
 
+    from alexnet_parity.common.frameworks import load_impl
+
     if runner is None:
-        from common import reference_forward
+        from alexnet_parity.common import reference_forward
 
         return {k: np.asarray(v, dtype=np.float64) for k, v in reference_forward(spec, weights, x).items()}
-    impl = importlib.import_module(runner)
+    impl = load_impl(runner)
     return {k: np.asarray(v, dtype=np.float64) for k, v in impl.run_activations(spec, weights, x).items()}

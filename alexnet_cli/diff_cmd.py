@@ -5,8 +5,8 @@ import json
 import textwrap
 from dataclasses import asdict
 
-from common import VARIANTS, get_spec
-from common.diff import differences, summary_line
+from alexnet_parity.common import VARIANTS, get_spec
+from alexnet_parity.common.diff import differences, summary_line
 
 
 def add_arguments(p):

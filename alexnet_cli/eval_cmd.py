@@ -25,8 +25,8 @@ def load_classifier(path: str, variant: str | None, framework: str | None):
     """(spec, inference adapter) for a weights file holding a classifier (fc8 included)."""
     import os
 
-    import weights_convert
-    from training import frameworks
+    from alexnet_parity import weights_convert
+    from alexnet_parity.training import frameworks
 
     framework = frameworks.check_framework(framework) if framework else frameworks.default_framework()
     if not os.path.exists(path):
@@ -38,7 +38,7 @@ def load_classifier(path: str, variant: str | None, framework: str | None):
 
 
 def run(args) -> int:
-    from training.loop import evaluate
+    from alexnet_parity.training.loop import evaluate
 
     if args.batch < 1 or args.workers < 1:
         raise ValueError(f"--batch and --workers must be positive, got {args.batch}, {args.workers}")

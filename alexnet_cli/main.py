@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-from alexnet_cli._malloc import keep_large_buffers
+from alexnet_parity.alexnet_cli._malloc import keep_large_buffers
 
 # name -> (module under alexnet_cli, one-line help). Each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = {
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
         if name in sys.argv[1:2]:  # only the chosen command's module is imported
-            importlib.import_module(f"alexnet_cli.{module}").add_arguments(p)
+            importlib.import_module(f"alexnet_parity.alexnet_cli.{module}").add_arguments(p)
     return parser
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     keep_large_buffers()  # before any framework starts a thread
-    module = importlib.import_module(f"alexnet_cli.{args._module}")
+    module = importlib.import_module(f"alexnet_parity.alexnet_cli.{args._module}")
     try:
         return int(module.run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, KeyError) as err:

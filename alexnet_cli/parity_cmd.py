@@ -10,8 +10,8 @@ import sys
 import tempfile
 import time
 
-from common import VARIANTS, get_spec
-from parity_tests.core import (CONFIGS, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available,
+from alexnet_parity.common import VARIANTS, get_spec
+from alexnet_parity.parity_tests.core import (CONFIGS, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available,
                                load_impl, parity_weights, run_parity)
 
 # the file each framework's weights travel through with --convert
@@ -80,8 +80,7 @@ def converted_weights(variant, overrides, frameworks, seed=0):
     safetensors -> torch .pt -> keras .weights.h5 -> flax .msgpack, each loaded from the previous file."""
     import numpy as np
 
-    import weights_convert
-
+    from alexnet_parity import weights_convert
     spec = get_spec(variant, **overrides)
     weights = parity_weights(spec, seed)
     out = {}

@@ -19,7 +19,7 @@ def add_arguments(p):
 def imagenet_classes() -> list[str]:
     """The 1000 ILSVRC-2012 class names in the index order of every ImageNet AlexNet (0 tench ... 999
     toilet_tissue)."""
-    text = resources.files("training").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    text = resources.files("alexnet_parity.training").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
     return text.splitlines()
 
 
@@ -28,7 +28,7 @@ def preprocess(path: str, spec) -> np.ndarray:
     S x S crop (torchvision's Resize + CenterCrop), then the variant's channel order and normalisation."""
     from PIL import Image, UnidentifiedImageError
 
-    from training import augment
+    from alexnet_parity.training import augment
 
     try:
         with Image.open(path) as im:

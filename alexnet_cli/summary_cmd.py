@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from common import VARIANTS, get_spec
-from common.layers import LRN, AdaptiveAvgPool, Conv, Dense, Dropout, MaxPool
+from alexnet_parity.common import VARIANTS, get_spec
+from alexnet_parity.common.layers import LRN, AdaptiveAvgPool, Conv, Dense, Dropout, MaxPool
 
 
 def add_arguments(p):

@@ -17,7 +17,7 @@ DEFAULTS = {"variant": "paper", "input_size": None, "num_classes": None, "batch"
 
 
 def add_arguments(p):
-    from common import VARIANTS
+    from alexnet_parity.common import VARIANTS
 
     p.add_argument("--framework", metavar="F", help="torch, keras or flax (default: the first installed)")
     p.add_argument("--variant", metavar="V", help=f"default paper; one of: {', '.join(VARIANTS)}")
@@ -52,9 +52,9 @@ def _positive(args, *names):
 
 
 def run(args) -> int:
-    from common import VARIANTS
-    from training import frameworks
-    from training.loop import CHECKPOINT, MODEL, RunConfig, checkpoint_state, train
+    from alexnet_parity.common import VARIANTS
+    from alexnet_parity.training import frameworks
+    from alexnet_parity.training.loop import CHECKPOINT, MODEL, RunConfig, checkpoint_state, train
 
     _positive(args, "epochs", "batch", "lr", "max_steps", "num_classes", "input_size", "workers", "patience")
     if args.seed is not None and args.seed < 0:

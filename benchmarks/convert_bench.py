@@ -88,8 +88,8 @@ def make_sources(work: str, formats: list[str]) -> None:
     """Full-size checkpoints in every format (not timed): torchvision for all, slim-v2 for slim's pairs."""
     import numpy as np
 
-    import weights_convert as wc
-    from common import get_spec
+    from alexnet_parity import weights_convert as wc
+    from alexnet_parity.common import get_spec
 
     for variant in ("torchvision", "slim-v2"):
         spec = get_spec(variant)

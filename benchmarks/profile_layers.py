@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from common import Conv, Dense, Dropout, get_spec
-from parity_tests.core import parity_weights
+from alexnet_parity.common import Conv, Dense, Dropout, get_spec
+from alexnet_parity.parity_tests.core import parity_weights
 
 
 def timed(fn, x, repeats):
@@ -36,7 +36,7 @@ def timed(fn, x, repeats):
 def torch_layers(spec, weights, x, repeats):
     import torch
 
-    import torch_impl
+    from alexnet_parity import torch_impl
     model = torch_impl.build_model(spec, weights).eval()
     x = torch.from_numpy(x)
     out = []
@@ -53,7 +53,7 @@ def torch_layers(spec, weights, x, repeats):
 def keras_layers(spec, weights, x, repeats):
     import tensorflow as tf
 
-    import tf_impl
+    from alexnet_parity import tf_impl
     model = tf_impl.build_model(spec, weights)
     x = tf.constant(x.transpose(0, 2, 3, 1))
     out, prev = [], x
@@ -69,9 +69,9 @@ def flax_layers(spec, weights, x, repeats):
     import jax
     from flax import nnx
 
-    import jax_impl
-    from common import LRN, AdaptiveAvgPool, Flatten, MaxPool, ReLU
-    from jax_impl.layers import adaptive_avg_pool, lrn, max_pool
+    from alexnet_parity import jax_impl
+    from alexnet_parity.common import LRN, AdaptiveAvgPool, Flatten, MaxPool, ReLU
+    from alexnet_parity.jax_impl.layers import adaptive_avg_pool, lrn, max_pool
     model = jax_impl.build_model(spec, weights)
     x = jax.numpy.asarray(x.transpose(0, 2, 3, 1))
     acts = jax_impl.activations(model, x)

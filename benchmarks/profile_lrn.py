@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from alexnet_cli._malloc import keep_large_buffers
-from common import LRN, get_spec
+from alexnet_parity.alexnet_cli._malloc import keep_large_buffers
+from alexnet_parity.common import LRN, get_spec
 
 BATCH = 32
 
@@ -62,9 +62,8 @@ def torch_options(repeats):
     import torch
     import torch.nn.functional as F
 
-    import torch_impl
-
-    from torch_impl.layers import _local_response_norm_formula  # what torch_impl hands torch.compile
+    from alexnet_parity import torch_impl
+    from alexnet_parity.torch_impl.layers import _local_response_norm_formula  # what torch_impl hands torch.compile
 
     def formula_with_pow(x, size, scale, beta, k):  # the same, with a general pow for d ** -beta
         squares = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))
@@ -108,7 +107,7 @@ def torch_options(repeats):
 def keras_options(repeats):
     import tensorflow as tf
 
-    from tf_impl.layers import LocalResponseNorm
+    from alexnet_parity.tf_impl.layers import LocalResponseNorm
 
     def band(layer, c):
         half = layer.size // 2
@@ -160,7 +159,7 @@ def flax_options(repeats):
     import jax.numpy as jnp
     from jax import lax
 
-    from jax_impl.layers import lrn
+    from alexnet_parity.jax_impl.layers import lrn
 
     def band_matmul(x, layer):
         half, c = layer.size // 2, x.shape[-1]

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from common import VARIANTS, get_spec, init_weights, nchw_to_nhwc, smallest_input_size  # noqa: E402
+from alexnet_parity.common import VARIANTS, get_spec, init_weights, nchw_to_nhwc, smallest_input_size  # noqa: E402
 
 PAIRS = (("torch", "keras"), ("torch", "flax"), ("keras", "flax"))
 
@@ -37,12 +37,10 @@ def no_dropout(spec):
 
 def frameworks():
     """name -> (impl package, its train module, NCHW -> native input)."""
-    import jax_impl
-    import jax_impl.train
-    import tf_impl
-    import tf_impl.train
-    import torch_impl
-    import torch_impl.train
+    import alexnet_parity.jax_impl.train
+    import alexnet_parity.tf_impl.train
+    import alexnet_parity.torch_impl.train
+    from alexnet_parity import jax_impl, tf_impl, torch_impl
     return {"torch": (torch_impl, torch_impl.train, lambda x: x),
             "keras": (tf_impl, tf_impl.train, nchw_to_nhwc),
             "flax": (jax_impl, jax_impl.train, nchw_to_nhwc)}

@@ -50,8 +50,8 @@ def parse_args(argv=None):
 
 def child(args) -> None:
     """One framework's run: per-step losses and the per-epoch history, as JSON."""
-    from training import Synthetic, val_split
-    from training.loop import RunConfig, train
+    from alexnet_parity.training import Synthetic, val_split
+    from alexnet_parity.training.loop import RunConfig, train
 
     train_set, val_set = val_split(Synthetic(num_classes=args.classes, count=args.images, seed=0), 0.2)
     config = RunConfig(framework=args.child, variant=args.variant, input_size=args.input_size,
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     if args.child:
         child(args)
         return 0
-    from training.frameworks import available
+    from alexnet_parity.training.frameworks import available
 
     results = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,9 +13,9 @@ class Framework(NamedTuple):
     extra: str  # pip install 'alexnet-parity[EXTRA]'
 
 
-FRAMEWORKS = {"torch": Framework("torch_impl", ("torch",), "torch"),
-              "keras": Framework("tf_impl", ("tensorflow", "keras"), "tf"),
-              "flax": Framework("jax_impl", ("jax", "flax"), "jax")}
+FRAMEWORKS = {"torch": Framework("alexnet_parity.torch_impl", ("torch",), "torch"),
+              "keras": Framework("alexnet_parity.tf_impl", ("tensorflow", "keras"), "tf"),
+              "flax": Framework("alexnet_parity.jax_impl", ("jax", "flax"), "jax")}
 
 
 def framework_available(name: str) -> bool:

@@ -3,8 +3,8 @@ Mesh whose "data" axis spans every device (every host's, after jax.distributed.i
 batch sharded along it by NamedSharding and the model and optimizer state replicated. XLA's SPMD partitioner
 turns the batch mean into per-device partial sums and an all-reduce; the step's code is the one-device step.
 
-    python -m jax_impl.distributed --variant caffe --steps 10 --batch-size 64                 # this host's devices
-    python -m jax_impl.distributed --coordinator h0:1234 --num-processes 2 --process-id 0 ...  # host 0 of 2
+    python -m alexnet_parity.jax_impl.distributed --variant caffe --steps 10 --batch-size 64                 # this host's devices
+    python -m alexnet_parity.jax_impl.distributed --coordinator h0:1234 --num-processes 2 --process-id 0 ...  # host 0 of 2
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from common import Spec, nchw_to_nhwc
-from common.optim import PaperSGD as PaperSGDConfig
+from alexnet_parity.common import Spec, nchw_to_nhwc
+from alexnet_parity.common.optim import PaperSGD as PaperSGDConfig
 
 from . import train as single
 from .model import build_model, export_weights
@@ -93,8 +93,8 @@ def train(spec: Spec, weights: dict | None, batches: Iterable, *, lr: float | No
 def main(argv=None) -> None:
     """A data-parallel run on synthetic images (training.Synthetic through the paper's augmentation): checks
     a cluster's setup end to end and prints the global loss per step on process 0."""
-    from training.smoke import save_weights, smoke_data, smoke_parser, step_logger
-    parser = smoke_parser("python -m jax_impl.distributed", main.__doc__, split_over="devices", chief="process 0")
+    from alexnet_parity.training.smoke import save_weights, smoke_data, smoke_parser, step_logger
+    parser = smoke_parser("python -m alexnet_parity.jax_impl.distributed", main.__doc__, split_over="devices", chief="process 0")
     parser.add_argument("--coordinator", help="host:port of process 0, for several hosts")
     parser.add_argument("--num-processes", type=int)
     parser.add_argument("--process-id", type=int)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from common import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, LRN, MaxPool, ReLU, Spec, activation_to_nchw,
+from alexnet_parity.common import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, LRN, MaxPool, ReLU, Spec, activation_to_nchw,
                     conv_hwio_to_oihw, conv_oihw_to_hwio, fc_rows_chw_to_hwc, fc_rows_hwc_to_chw, nchw_to_nhwc)
 
 from .layers import SplitGroupConv, adaptive_avg_pool, conv_padding, initializer, lrn, max_pool

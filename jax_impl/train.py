@@ -18,9 +18,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from common import Spec
-from common.optim import PaperSGD as PaperSGDConfig
-from common.optim import multipliers
+from alexnet_parity.common import Spec
+from alexnet_parity.common.optim import PaperSGD as PaperSGDConfig
+from alexnet_parity.common.optim import multipliers
 
 from .model import AlexNet, export_weights, load_weights
 

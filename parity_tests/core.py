@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common import Spec, get_spec, reference_forward
-from common.frameworks import FRAMEWORKS, framework_available, load_impl  # noqa: F401 (framework_available is re-exported)
+from alexnet_parity.common import Spec, get_spec, reference_forward
+from alexnet_parity.common.frameworks import FRAMEWORKS, framework_available, load_impl  # noqa: F401 (framework_available is re-exported)
 
 TOLERANCE = 1e-5
 

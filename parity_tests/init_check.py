@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from common import Init, Spec, init_bounds, truncated_normal_std
+from alexnet_parity.common import Init, Spec, init_bounds, truncated_normal_std
 
 
 def init_problems(values: np.ndarray, init: Init, fan_in: int, fan_out: int) -> list[str]:

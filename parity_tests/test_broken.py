@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from common import fc_rows_hwc_to_chw, get_spec
-from parity_tests.core import failures, framework_available, parity_weights, run_parity
+from alexnet_parity.common import fc_rows_hwc_to_chw, get_spec
+from alexnet_parity.parity_tests.core import failures, framework_available, parity_weights, run_parity
 
 
 def needs(framework):

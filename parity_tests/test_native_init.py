@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from common import VARIANTS, get_spec, init_weights, smallest_input_size
-from parity_tests.core import FRAMEWORKS, framework_available, load_impl
-from parity_tests.init_check import init_problems, spec_init_problems
+from alexnet_parity.common import VARIANTS, get_spec, init_weights, smallest_input_size
+from alexnet_parity.parity_tests.core import FRAMEWORKS, framework_available, load_impl
+from alexnet_parity.parity_tests.init_check import init_problems, spec_init_problems
 
 
 def init_spec(variant):
@@ -32,7 +32,7 @@ def test_numpy_init_weights_follow_the_rule(variant):
 
 def test_the_checker_catches_a_wrong_rule():
     rng = np.random.default_rng(0)
-    from common import Init
+    from alexnet_parity.common import Init
     assert init_problems(rng.normal(0, 0.01, 100_000), Init("normal", 0.005), 1, 1)
     assert init_problems(rng.normal(0, 0.005, 100_000), Init("truncated_normal", 0.005), 1, 1)
     assert init_problems(np.clip(rng.normal(0, 0.01, 100_000), -0.02, 0.02), Init("normal", 0.01), 1, 1)

@@ -4,9 +4,9 @@ import os
 
 import pytest
 
-from common import get_spec
+from alexnet_parity.common import get_spec
 
-from parity_tests.core import CONFIGS, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available, load_impl, run_parity
+from alexnet_parity.parity_tests.core import CONFIGS, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available, load_impl, run_parity
 
 AVAILABLE = tuple(name for name in FRAMEWORKS if framework_available(name))
 

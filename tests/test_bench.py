@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from alexnet_cli.main import main
-from common import get_spec
+from alexnet_parity.alexnet_cli.main import main
+from alexnet_parity.common import get_spec
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from alexnet_cli.main import main
+from alexnet_parity.alexnet_cli.main import main
 
 
 def run_cli(capsys, *argv):
@@ -44,7 +44,7 @@ def test_summary_bad_size_is_one_line_error(capsys):
 
 
 def test_summary_imports_no_framework():
-    code = ("import sys; from alexnet_cli.main import main; main(['summary', 'paper', '--json']); "
+    code = ("import sys; from alexnet_parity.alexnet_cli.main import main; main(['summary', 'paper', '--json']); "
             "bad = [m for m in ('torch', 'tensorflow', 'jax', 'keras', 'flax') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

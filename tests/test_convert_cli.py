@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-import weights_convert as wc
-from alexnet_cli.main import main
-from common import get_spec
-from parity_tests.core import parity_weights
+from alexnet_parity import weights_convert as wc
+from alexnet_parity.alexnet_cli.main import main
+from alexnet_parity.common import get_spec
+from alexnet_parity.parity_tests.core import parity_weights
 
 from _convert_util import frameworks_present
 
@@ -35,7 +35,7 @@ def sources(tmp_path_factory):
 
 def _imported_by(argv) -> list[str]:
     """Run `alexnet convert ...` in a fresh interpreter and list the frameworks it imported."""
-    code = ("import json, sys; from alexnet_cli.main import main; rc = main(sys.argv[1:]); "
+    code = ("import json, sys; from alexnet_parity.alexnet_cli.main import main; rc = main(sys.argv[1:]); "
             f"print(json.dumps([m for m in {FRAMEWORKS!r} if m in sys.modules])); sys.exit(rc)")
     proc = subprocess.run([sys.executable, "-c", code, "convert", *map(str, argv), "-q"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
@@ -64,7 +64,7 @@ def test_verify_runs_both_frameworks(sources, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "w.keras: keras, caffe (input 71, 10 classes), 23,354,762 parameters" in out
     line = next(line for line in out.splitlines() if line.startswith("verify:"))
-    assert "16 tensors bit-identical" in line and "torch_impl vs tf_impl" in line
+    assert "16 tensors bit-identical" in line and "torch vs keras" in line
     err = float(line.split("max relative error ")[1].split()[0])
     assert err < 1e-5
     assert wc.load(str(tmp_path / "w.keras"))[0] == spec
@@ -78,7 +78,7 @@ def test_verify_against_the_numpy_reference(sources, tmp_path, capsys):
     assert "numpy reference vs numpy reference: max relative error 0.00e+00" in out
     data = (tmp_path / "w.v1.caffemodel").read_bytes()
     assert data[0] >> 3 == 1 and b"conv1" in data[:200]  # name first, then V1 `layers` (field 2) follow
-    from weights_convert import protowire as pw
+    from alexnet_parity.weights_convert import protowire as pw
 
     assert {n for n, _, _ in pw.parse(data, "x")} == {1, 2, 3, 4}
 

@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-import weights_convert as wc
-from alexnet_cli.main import main
-from common import get_spec
+from alexnet_parity import weights_convert as wc
+from alexnet_parity.alexnet_cli.main import main
+from alexnet_parity.common import get_spec
 
 from _convert_util import frameworks_present
 

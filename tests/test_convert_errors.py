@@ -8,9 +8,9 @@ import re
 import numpy as np
 import pytest
 
-import weights_convert as wc
-from alexnet_cli.main import main
-from common import get_spec
+from alexnet_parity import weights_convert as wc
+from alexnet_parity.alexnet_cli.main import main
+from alexnet_parity.common import get_spec
 
 SPEC = get_spec("torchvision", include_top=False)
 
@@ -139,7 +139,7 @@ def test_ambiguous_variant_says_which_fit(tmp_path, pt_file, capsys):
 
 
 def test_caffe_structure_errors(tmp_path):
-    from weights_convert import protowire as pw
+    from alexnet_parity.weights_convert import protowire as pw
 
     w = _weights()
     path = tmp_path / "w.caffemodel"

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import weights_convert as wc
-from alexnet_cli.main import main
-from common import get_spec
-from weights_convert import protowire, prototxt
+from alexnet_parity import weights_convert as wc
+from alexnet_parity.alexnet_cli.main import main
+from alexnet_parity.common import get_spec
+from alexnet_parity.weights_convert import protowire, prototxt
 
 from _convert_util import bvlc_deploy_prototxt, frameworks_present
 
@@ -186,7 +186,7 @@ DEPLOY = bvlc_deploy_prototxt(get_spec("caffe"))
 @settings(max_examples=150, deadline=None, derandomize=True, database=None)
 @given(cut=st.integers(0, len(DEPLOY)), junk=st.text(max_size=20), at=st.integers(0, len(DEPLOY)))
 def test_prototxt_reader_never_crashes(cut, junk, at):
-    from weights_convert.caffe import read_prototxt
+    from alexnet_parity.weights_convert.caffe import read_prototxt
 
     text = DEPLOY[:at] + junk + DEPLOY[at:cut] if at < cut else DEPLOY[:cut] + junk
     with tempfile.TemporaryDirectory() as d:

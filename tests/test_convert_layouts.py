@@ -18,23 +18,24 @@ import importlib.util
 import numpy as np
 import pytest
 
-import weights_convert as wc
-from common import get_spec, reference_forward
-from parity_tests.core import parity_input, parity_weights, rel_err
+from alexnet_parity import weights_convert as wc
+from alexnet_parity.common import get_spec, reference_forward
+from alexnet_parity.common.frameworks import load_impl
+from alexnet_parity.parity_tests.core import parity_input, parity_weights, rel_err
 
 from _convert_util import (bvlc_deploy_prototxt, bvlc_net_bytes, caffe_messages, one_column_alexnet,
                            same_weights, slim_checkpoint, slim_forward, torchvision_alexnet)
 
 TOL = 1e-5
-TARGETS = [("torch", ".pt", "torch_impl"), ("keras", ".weights.h5", "tf_impl"), ("flax", ".msgpack", "jax_impl"),
-           ("keras", ".keras", "tf_impl"), ("flax", ".orbax", "jax_impl")]
+TARGETS = [("torch", ".pt", "torch"), ("keras", ".weights.h5", "keras"), ("flax", ".msgpack", "flax"),
+           ("keras", ".keras", "keras"), ("flax", ".orbax", "flax")]
 
 
-def _impl(name):
+def _impl(framework):
     try:
-        return importlib.import_module(name)
+        return load_impl(framework)
     except ImportError:
-        pytest.skip(f"{name} needs a framework that is not installed")
+        pytest.skip(f"{framework} is not installed")
 
 
 def _check_targets(tmp_path, spec, weights, x, expected, targets=TARGETS, stem="out"):
@@ -109,7 +110,7 @@ def test_torchvision_model_runs_the_same_in_every_framework(torchvision_file, tm
 
 def test_one_column_reimplementation_with_net_keys(tmp_path):
     torch = pytest.importorskip("torch")
-    torch_impl = _impl("torch_impl")
+    torch_impl = _impl("torch")
     torch.manual_seed(1)
     module = one_column_alexnet().eval()
     path = tmp_path / "alexnet-one-column.pth"
@@ -246,8 +247,7 @@ def test_files_written_by_the_frameworks_themselves(tmp_path):
     if importlib.util.find_spec("torch"):
         import torch
 
-        import torch_impl
-
+        from alexnet_parity import torch_impl
         model = torch_impl.build_model(spec, weights=w)
         torch.save(model.state_dict(), tmp_path / "user.pt")
         assert same_weights(w, wc.load(str(tmp_path / "user.pt"))[1])
@@ -256,8 +256,7 @@ def test_files_written_by_the_frameworks_themselves(tmp_path):
         fresh.load_state_dict(torch.load(tmp_path / "ours.pt", weights_only=True))
         assert same_weights(w, torch_impl.export_weights(fresh))
     if importlib.util.find_spec("tensorflow"):
-        import tf_impl
-
+        from alexnet_parity import tf_impl
         model = tf_impl.build_model(spec, weights=w)
         model.save_weights(str(tmp_path / "user.weights.h5"))
         model.save(str(tmp_path / "user.keras"))
@@ -272,8 +271,7 @@ def test_files_written_by_the_frameworks_themselves(tmp_path):
         import orbax.checkpoint as ocp
         from flax import nnx, serialization
 
-        import jax_impl
-
+        from alexnet_parity import jax_impl
         model = jax_impl.build_model(spec, weights=w)
         checkpointer = ocp.StandardCheckpointer()
         checkpointer.save(str(tmp_path / "user_orbax"), nnx.state(model))

@@ -12,8 +12,8 @@ import functools
 import numpy as np
 import pytest
 
-import weights_convert as wc
-from common import VARIANTS, get_spec
+from alexnet_parity import weights_convert as wc
+from alexnet_parity.common import VARIANTS, get_spec
 
 from _convert_util import CONTAINERS, container_id, frameworks_present, same_weights
 

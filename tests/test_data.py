@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import get_spec
-from training import (PCA_EIGVAL, PCA_EIGVEC, ArraySource, Batches, Cifar10, ImageFolder, Synthetic,
+from alexnet_parity.common import get_spec
+from alexnet_parity.training import (PCA_EIGVAL, PCA_EIGVEC, ArraySource, Batches, Cifar10, ImageFolder, Synthetic,
                       average_softmax, base_image, base_size, lighting_offset, read_cifar10_batch,
                       ten_crop_positions, to_batch, to_pixels, val_split)
-from training.augment import draw
+from alexnet_parity.training.augment import draw
 
 BASE = 256
 
@@ -351,6 +351,6 @@ def test_batches_errors(small):
 def test_importing_training_pulls_in_no_framework():
     import subprocess
     import sys
-    code = "import sys, training; print([m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules])"
+    code = "import sys, alexnet_parity.training; print([m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

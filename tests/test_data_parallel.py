@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import get_spec, init_weights, nchw_to_nhwc, smallest_input_size
+from alexnet_parity.common import get_spec, init_weights, nchw_to_nhwc, smallest_input_size
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5  # max|a - b| / max|b| per tensor
@@ -75,19 +75,19 @@ def finish(index, replicas, rows, parallel, impl, train, **extra):
 WORKERS = {
     "torch": """
 import torch.distributed as dist
-import torch_impl
-from torch_impl import distributed, train
+from alexnet_parity import torch_impl
+from alexnet_parity.torch_impl import distributed, train
 rank, world = distributed.setup()
 parallel = {n: distributed.train(spec, weights, batches[:n], lr=lr, return_velocity=True) for n in steps}
 finish(rank, world, [distributed.shard(rows, rank, world).tolist()], parallel, torch_impl, train)
 dist.destroy_process_group()
 """,
     "tf": """
-from tf_impl import distributed
+from alexnet_parity.tf_impl import distributed
 if "TF_CONFIG" not in os.environ:  # one host: its CPU as 2 devices
     distributed.logical_cpus(2)
-import tf_impl
-from tf_impl import train
+from alexnet_parity import tf_impl
+from alexnet_parity.tf_impl import train
 strategy = distributed.make_strategy()
 index = strategy.cluster_resolver.task_id if strategy.cluster_resolver else 0
 local = strategy.experimental_local_results(distributed.distribute(strategy, rows))
@@ -106,8 +106,8 @@ finish(index, strategy.num_replicas_in_sync, [v.numpy().tolist() for v in local]
 """,
     "jax": """
 import jax
-import jax_impl
-from jax_impl import distributed, train
+from alexnet_parity import jax_impl
+from alexnet_parity.jax_impl import distributed, train
 if len(sys.argv) > 3:  # several processes: coordinator, count, this one's id
     distributed.initialize(coordinator_address=sys.argv[3], num_processes=int(sys.argv[4]),
                            process_id=int(sys.argv[5]))
@@ -223,9 +223,9 @@ def test_several_hosts_is_one_device(framework, tmp_path):
 
 SMOKE = {  # each impl's `distributed` command line, on 2 devices, as docs/distributed.md launches it
     "torch": lambda: [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-                      "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "torch_impl.distributed"],
-    "tf": lambda: [sys.executable, "-m", "tf_impl.distributed", "--cpus", "2"],
-    "jax": lambda: [sys.executable, "-m", "jax_impl.distributed"],
+                      "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "alexnet_parity.torch_impl.distributed"],
+    "tf": lambda: [sys.executable, "-m", "alexnet_parity.tf_impl.distributed", "--cpus", "2"],
+    "jax": lambda: [sys.executable, "-m", "alexnet_parity.jax_impl.distributed"],
 }
 
 
@@ -247,7 +247,7 @@ def test_command_line_smoke_run(framework, tmp_path):
     lines = run.stdout.splitlines()
     assert [line.split(":")[0] for line in lines if line.startswith("step ")] == ["step 1", "step 2"]
     assert any(line.startswith("slim-v2 (input 67, 10 classes): ") and "x 2 images" in line for line in lines)
-    from weights_convert import canonical
+    from alexnet_parity.weights_convert import canonical
     spec, weights = canonical.load(out)
     assert spec == get_spec("slim-v2", input_size=67, num_classes=10)
     assert {k: v.shape for k, v in weights.items()} == {k: tuple(s) for k, s in spec.weight_shapes().items()}

@@ -1,7 +1,7 @@
 """init_weights: exact bias constants, the rule's std on large layers, determinism."""
 import numpy as np
 
-from common import get_spec, init_weights
+from alexnet_parity.common import get_spec, init_weights
 
 
 # per-layer statistics of init_weights: parity_tests/test_native_init.py (one checker for numpy and each framework)

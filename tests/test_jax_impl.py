@@ -15,8 +15,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-import jax_impl  # noqa: E402
-from common import (VARIANTS, activation_to_nchw, get_spec, init_weights, nchw_to_nhwc,  # noqa: E402
+from alexnet_parity import jax_impl  # noqa: E402
+from alexnet_parity.common import (VARIANTS, activation_to_nchw, get_spec, init_weights, nchw_to_nhwc,  # noqa: E402
                     reference_forward, smallest_input_size)
 
 TOL = 1e-5
@@ -232,7 +232,7 @@ def test_devices_lists_cpu():
 
 
 def test_import_pulls_in_no_other_framework():
-    code = ("import sys, jax_impl; bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; "
+    code = ("import sys, alexnet_parity.jax_impl; bad = [m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -241,7 +241,7 @@ def test_fast_layers_have_the_plain_gradients():
     """The sliced max pool and the rsqrt LRN differentiate like lax.reduce_window and the plain formula."""
     from jax import lax
 
-    from jax_impl.layers import lrn, max_pool
+    from alexnet_parity.jax_impl.layers import lrn, max_pool
 
     spec = get_spec("caffe", input_size=119)  # pool1 rounds 28 -> 14 up: an extra -inf row and column
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 28, 28, 8), dtype=np.float32) * 20)
@@ -270,7 +270,7 @@ def test_conv_padding_adds_only_unread_zeros(variant, size):
     only added to an unpadded strided conv whose windows cannot reach them (slim-v2 at 226: 215 % 4 == 3)."""
     from jax import lax
 
-    from jax_impl.layers import NHWC, conv_padding
+    from alexnet_parity.jax_impl.layers import NHWC, conv_padding
 
     layer = get_spec(variant, input_size=size).layer("conv1")
     padding = conv_padding(layer)

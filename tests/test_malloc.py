@@ -12,7 +12,7 @@ import pytest
 # second round's page faults say whether the freed pages were kept (0) or handed back to the kernel (~24,000).
 PROBE = r"""
 import ctypes, resource, sys, threading
-from alexnet_cli._malloc import keep_large_buffers
+from alexnet_parity.alexnet_cli._malloc import keep_large_buffers
 print(keep_large_buffers())
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
@@ -49,7 +49,7 @@ def test_large_buffers_are_kept_for_the_next_step():
 
 
 def test_the_command_line_applies_it(monkeypatch):
-    from alexnet_cli import main as cli
+    from alexnet_parity.alexnet_cli import main as cli
 
     seen = []
     monkeypatch.setattr(cli, "keep_large_buffers", lambda: seen.append("malloc") or "kept")

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from alexnet_cli.main import main
+from alexnet_parity.alexnet_cli.main import main
 
 pytest.importorskip("torch")
 

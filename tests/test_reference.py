@@ -4,8 +4,8 @@ import time
 import numpy as np
 import pytest
 
-from common import LRN, AdaptiveAvgPool, Conv, MaxPool, get_spec, init_weights, reference_forward
-from common.reference import adaptive_avg_pool, conv, lrn, max_pool
+from alexnet_parity.common import LRN, AdaptiveAvgPool, Conv, MaxPool, get_spec, init_weights, reference_forward
+from alexnet_parity.common.reference import adaptive_avg_pool, conv, lrn, max_pool
 
 rng = np.random.default_rng(0)
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from common import VARIANTS, get_spec, smallest_input_size
+from alexnet_parity.common import VARIANTS, get_spec, smallest_input_size
 
 
 def conv_params(cin, cout, k, groups=1):
@@ -92,7 +92,7 @@ def test_slim_v2_shapes():
 
 
 def test_tf_same_padding_is_asymmetric():
-    from common import resolve_1d
+    from alexnet_parity.common import resolve_1d
     # in 224, k 3, s 2: out 112, total pad (111*2 + 3 - 224) = 1, all of it after
     assert resolve_1d(224, 3, 2, 0, "same") == (0, 1, 112)
 
@@ -124,14 +124,14 @@ def test_spec_is_frozen_and_hashable():
 
 
 def test_checkpoint_for_another_size_fails_with_a_message_that_says_so():
-    from common import init_weights
+    from alexnet_parity.common import init_weights
     w256 = init_weights(get_spec("caffe", input_size=256), seed=0)
     with pytest.raises(ValueError, match=r"fc6\.weight.*made for input size between 231 and 262, not 227"):
         get_spec("caffe").check_weights(w256)
 
 
 def test_check_weights_names_missing_and_nan_tensors():
-    from common import init_weights
+    from alexnet_parity.common import init_weights
     spec = get_spec("torchvision", input_size=63)
     w = init_weights(spec, 0)
     broken = dict(w)

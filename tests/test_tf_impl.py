@@ -15,11 +15,11 @@ pytest.importorskip("keras")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import tf_impl  # noqa: E402
-from common import VARIANTS, get_spec, reference_forward, smallest_input_size  # noqa: E402
-from common.reference import adaptive_avg_pool, lrn, max_pool  # noqa: E402
-from common import LRN, AdaptiveAvgPool, MaxPool  # noqa: E402
-from tf_impl.layers import AdaptiveAvgPool2D, GroupedConv2D, LocalResponseNorm, NegInfPadding2D  # noqa: E402
+from alexnet_parity import tf_impl  # noqa: E402
+from alexnet_parity.common import VARIANTS, get_spec, reference_forward, smallest_input_size  # noqa: E402
+from alexnet_parity.common.reference import adaptive_avg_pool, lrn, max_pool  # noqa: E402
+from alexnet_parity.common import LRN, AdaptiveAvgPool, MaxPool  # noqa: E402
+from alexnet_parity.tf_impl.layers import AdaptiveAvgPool2D, GroupedConv2D, LocalResponseNorm, NegInfPadding2D  # noqa: E402
 
 TOL = 1e-5
 
@@ -157,7 +157,7 @@ def test_grouped_conv_and_lrn_gradients_match_plain_tensorflow():
 def test_lrn_leaves_compiling_to_an_enclosing_xla_function():
     """Inside jit_compile (Keras's train step on GPU) LRN must be plain ops: a nested compiled function
     there makes XLA constant-fold the following MaxPoolGrad for minutes."""
-    from tf_impl.layers import _in_xla_context
+    from alexnet_parity.tf_impl.layers import _in_xla_context
     norm, seen = LocalResponseNorm(5, 2.0, 0.75, 1e-3), []
 
     def step(x):
@@ -346,8 +346,9 @@ class Block:  # as if torch, jax and flax were not installed; note who asks for 
             attempts.append((name, frame.f_code.co_filename if frame else "?"))
             raise ModuleNotFoundError(name)
 sys.meta_path.insert(0, Block())
-import numpy as np, keras, tf_impl
-from common import get_spec
+import numpy as np, keras
+from alexnet_parity import tf_impl
+from alexnet_parity.common import get_spec
 assert keras.backend.backend() == "tensorflow", keras.backend.backend()
 import tensorflow as tf
 model = tf_impl.build_model(get_spec("paper", input_size=100, num_classes=2), seed=0)

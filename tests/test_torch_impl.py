@@ -9,10 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-import torch_impl as ti  # noqa: E402
-from common import LRN, VARIANTS, get_spec, reference_forward, smallest_input_size  # noqa: E402
-from common.reference import lrn as reference_lrn  # noqa: E402
-from parity_tests.core import parity_input, parity_weights, rel_err  # noqa: E402
+from alexnet_parity import torch_impl as ti  # noqa: E402
+from alexnet_parity.common import LRN, VARIANTS, get_spec, reference_forward, smallest_input_size  # noqa: E402
+from alexnet_parity.common.reference import lrn as reference_lrn  # noqa: E402
+from alexnet_parity.parity_tests.core import parity_input, parity_weights, rel_err  # noqa: E402
 
 TOL = 1e-5
 
@@ -297,6 +297,6 @@ def test_torch_compile_matches_eager(backend):
 
 
 def test_import_does_not_pull_other_frameworks():
-    code = ("import sys, torch_impl; bad = sorted({m.split('.')[0] for m in sys.modules} "
+    code = ("import sys, alexnet_parity.torch_impl; bad = sorted({m.split('.')[0] for m in sys.modules} "
             "& {'tensorflow', 'keras', 'jax', 'flax'}); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

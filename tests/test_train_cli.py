@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from safetensors import safe_open
 
-import alexnet_cli.main as cli
-from common import get_spec, init_weights, reference_forward
-from training import Batches, Synthetic
-from training.loop import CHECKPOINT, COLUMNS, METRICS_CSV, METRICS_JSON, METRICS_PNG, MODEL
+from alexnet_parity.alexnet_cli import main as cli
+from alexnet_parity.common import get_spec, init_weights, reference_forward
+from alexnet_parity.training import Batches, Synthetic
+from alexnet_parity.training.loop import CHECKPOINT, COLUMNS, METRICS_CSV, METRICS_JSON, METRICS_PNG, MODEL
 
 # the easy set: 2 classes (horizontal vs vertical gratings), 48 images, 36 to train in 6 steps of 6. slim-v2
 # (Glorot convs, no LRN) at its smallest input learns it in a dozen steps at lr 0.01; the paper's init (biases 1,
@@ -66,7 +66,7 @@ def test_train_writes_checkpoint_metrics_and_plot(torch_run):
         assert 0 <= row["val_top1"] <= row["val_top5"] <= 1 and row["img_per_s"] > 0 and row["lr"] > 0
     assert (out / METRICS_PNG).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # the weights file is canonical: alexnet convert / eval read it, and it holds the checkpoint's weights
-    import weights_convert
+    from alexnet_parity import weights_convert
     spec, weights = weights_convert.load(str(out / MODEL))
     assert spec == get_spec("slim-v2", input_size=67, num_classes=2)
     ckpt = tensors(out / CHECKPOINT)
@@ -117,7 +117,7 @@ def test_resume_equals_uninterrupted_in_an_nhwc_framework(tmp_path):
 
 
 def test_checkpoint_round_trips_transposed_views(tmp_path):
-    from training.loop import load_checkpoint, save_checkpoint
+    from alexnet_parity.training.loop import load_checkpoint, save_checkpoint
     spec = get_spec("paper", input_size=52, num_classes=3)
     weights = init_weights(spec, seed=0)
     views = {name: np.asfortranarray(w) for name, w in weights.items()}  # same values, other memory order
@@ -157,7 +157,7 @@ def test_train_in_keras_and_flax(tmp_path, framework, module):
 def classifier(tmp_path_factory):
     """torchvision at its smallest input, 10 classes, fc8 scaled so that logits are far apart (no ties a
     float32 rounding could flip), saved as a canonical file."""
-    import weights_convert
+    from alexnet_parity import weights_convert
     spec = get_spec("torchvision", input_size=63, num_classes=10)
     weights = init_weights(spec, seed=1)
     weights["fc8.weight"] = weights["fc8.weight"] * 300
@@ -205,7 +205,7 @@ def image_file(tmp_path_factory):
 
 
 def test_predict_preprocesses_as_the_variant(image_file):
-    from alexnet_cli.predict_cmd import preprocess
+    from alexnet_parity.alexnet_cli.predict_cmd import preprocess
     img = np.asarray(Image.open(image_file).convert("RGB"))
     spec = get_spec("caffe", input_size=55)  # base 62: 64x80 -> 62x77, centre 55x55 crop at (4, 11)
     resized = np.asarray(Image.fromarray(img).resize((77, 62), Image.BILINEAR)).astype(np.float32)
@@ -216,8 +216,8 @@ def test_predict_preprocesses_as_the_variant(image_file):
 
 @pytest.mark.parametrize("classes", [1000, 4])
 def test_predict_names_imagenet_classes_or_prints_indices(tmp_path, image_file, classes):
-    import weights_convert
-    from alexnet_cli.predict_cmd import imagenet_classes, preprocess
+    from alexnet_parity import weights_convert
+    from alexnet_parity.alexnet_cli.predict_cmd import imagenet_classes, preprocess
     spec = get_spec("paper", input_size=52, num_classes=classes)
     weights = init_weights(spec, seed=2)
     weights["fc8.weight"] = weights["fc8.weight"] * 100
@@ -237,7 +237,7 @@ def test_predict_names_imagenet_classes_or_prints_indices(tmp_path, image_file, 
 
 
 def test_imagenet_class_names():
-    from alexnet_cli.predict_cmd import imagenet_classes
+    from alexnet_parity.alexnet_cli.predict_cmd import imagenet_classes
     names = imagenet_classes()
     assert len(names) == 1000 and names[0] == "tench" and names[258] == "Samoyed" and names[999] == "toilet_tissue"
 
@@ -246,7 +246,7 @@ def test_imagenet_class_names():
 
 @pytest.fixture(scope="module")
 def small_weights(tmp_path_factory):
-    import weights_convert
+    from alexnet_parity import weights_convert
     spec = get_spec("paper", input_size=52, num_classes=4)
     path = tmp_path_factory.mktemp("w") / "paper.safetensors"
     weights_convert.save(str(path), spec, init_weights(spec, seed=0), fmt="canonical")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import VARIANTS, get_spec, nchw_to_nhwc, reference_forward, smallest_input_size
-from common.optim import PaperSGD, multipliers, paper_sgd_update
+from alexnet_parity.common import VARIANTS, get_spec, nchw_to_nhwc, reference_forward, smallest_input_size
+from alexnet_parity.common.optim import PaperSGD, multipliers, paper_sgd_update
 
 TOL = 1e-5  # cross-framework, per tensor: max|a - b| / max|b|
 OPT_TOL = 1e-6  # an optimizer against the numpy definition, from identical inputs: a few float32 roundings
@@ -25,8 +25,8 @@ class Torch:
     name = "torch"
 
     def __init__(self):
-        import torch_impl
-        import torch_impl.train as train
+        from alexnet_parity import torch_impl
+        from alexnet_parity.torch_impl import train as train
         self.impl, self.train = torch_impl, train
 
     def build(self, spec, weights):
@@ -46,8 +46,8 @@ class Keras:
     name = "keras"
 
     def __init__(self):
-        import tf_impl
-        import tf_impl.train as train
+        from alexnet_parity import tf_impl
+        from alexnet_parity.tf_impl import train as train
         self.impl, self.train = tf_impl, train
 
     def build(self, spec, weights):
@@ -64,8 +64,8 @@ class Flax:
     name = "flax"
 
     def __init__(self):
-        import jax_impl
-        import jax_impl.train as train
+        from alexnet_parity import jax_impl
+        from alexnet_parity.jax_impl import train as train
         self.impl, self.train = jax_impl, train
 
     def build(self, spec, weights):
@@ -255,7 +255,7 @@ def test_torch_sgd_is_not_the_papers_rule_once_lr_drops(fixed_run):
     """torch.optim.SGD (v <- m v + g + wd w; w <- w - lr v) with the same multipliers as param groups
     equals the paper's rule while lr is constant and departs from it at the drop: why PaperSGD exists."""
     torch = pytest.importorskip("torch")
-    import torch_impl
+    from alexnet_parity import torch_impl
     weights, grads, after = fixed_run
     model = torch_impl.build_model(OPT_SPEC, weights)
     mults, cfg = multipliers(OPT_SPEC), PaperSGD()
@@ -283,8 +283,8 @@ def test_keras_optimizer_serializes_and_fits(fixed_run):
     the same step as train_step."""
     pytest.importorskip("tensorflow")
     import keras
-    import tf_impl
-    from tf_impl import train
+    from alexnet_parity import tf_impl
+    from alexnet_parity.tf_impl import train
     weights = fixed_run[0]
     x, y = batch(OPT_SPEC)
     model = tf_impl.build_model(OPT_SPEC, weights)
@@ -389,10 +389,17 @@ def test_train_modules_import_only_their_framework(package):
               "tf_impl": {"torch", "jax", "flax", "optax"}, "jax_impl": {"torch", "tensorflow", "keras"}}
     path = pathlib.Path(__file__).parent.parent / package / "train.py"
     imported = set()
+
+    def top(module):  # alexnet_parity.tf_impl.layers -> tf_impl; torch.nn -> torch
+        parts = module.split(".")
+        return parts[1] if parts[0] == "alexnet_parity" and len(parts) > 1 else parts[0]
+
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            imported |= {alias.name.split(".")[0] for alias in node.names}
+            imported |= {top(alias.name) for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
-            imported.add(node.module.split(".")[0])
+            imported.add(top(node.module))
+            if node.module == "alexnet_parity":
+                imported |= {alias.name for alias in node.names}
     assert not imported & others[package], f"{path} imports {imported & others[package]}"
     assert not imported & {"torch_impl", "tf_impl", "jax_impl"} - {package}

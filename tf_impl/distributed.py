@@ -2,9 +2,9 @@
 MirroredStrategy over this machine's GPUs (or logical CPUs), MultiWorkerMirroredStrategy over several hosts
 when TF_CONFIG describes the cluster.
 
-    python -m tf_impl.distributed --variant caffe --steps 10 --batch-size 64                 # this machine's GPUs
+    python -m alexnet_parity.tf_impl.distributed --variant caffe --steps 10 --batch-size 64                 # this machine's GPUs
     TF_CONFIG='{"cluster": {"worker": ["h0:2222", "h1:2222"]}, "task": {"type": "worker", "index": 0}}' \\
-        python -m tf_impl.distributed ...                                                     # on every host
+        python -m alexnet_parity.tf_impl.distributed ...                                                     # on every host
 
 The model and the optimizer's velocities are mirrored variables (built under strategy.scope()); replica r of
 R takes rows [r G/R, (r+1) G/R) of each global batch of G, and the optimizer SUMS the replicas' gradients
@@ -22,8 +22,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from common import Spec, nchw_to_nhwc  # noqa: E402
-from common.optim import PaperSGD as PaperSGDConfig  # noqa: E402
+from alexnet_parity.common import Spec, nchw_to_nhwc  # noqa: E402
+from alexnet_parity.common.optim import PaperSGD as PaperSGDConfig  # noqa: E402
 
 from .model import build_model, export_weights  # noqa: E402
 from .train import loss_fn, make_optimizer, optimizer_state  # noqa: E402
@@ -132,8 +132,8 @@ def train(spec: Spec, weights: dict | None, batches: Iterable, *, lr: float | No
 def main(argv=None) -> None:
     """A data-parallel run on synthetic images (training.Synthetic through the paper's augmentation): checks
     a cluster's setup end to end and prints the global loss per step on the chief."""
-    from training.smoke import save_weights, smoke_data, smoke_parser, step_logger
-    parser = smoke_parser("python -m tf_impl.distributed", main.__doc__, split_over="replicas", chief="the chief")
+    from alexnet_parity.training.smoke import save_weights, smoke_data, smoke_parser, step_logger
+    parser = smoke_parser("python -m alexnet_parity.tf_impl.distributed", main.__doc__, split_over="replicas", chief="the chief")
     parser.add_argument("--cpus", type=int, help="split the CPU into this many logical devices (no GPUs)")
     args = parser.parse_args(argv)
 

@@ -10,7 +10,7 @@ import functools
 import tensorflow as tf
 import keras
 
-from common import adaptive_pool_is_uniform, adaptive_pool_matrix
+from alexnet_parity.common import adaptive_pool_is_uniform, adaptive_pool_matrix
 
 PACKAGE = "alexnet_parity"
 register = keras.saving.register_keras_serializable(package=PACKAGE)

@@ -7,7 +7,7 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, MaxPool, ReLU, Spec,
+from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, MaxPool, ReLU, Spec,
                     activation_to_nchw, conv_hwio_to_oihw, conv_oihw_to_hwio, fc_rows_chw_to_hwc,
                     fc_rows_hwc_to_chw, get_spec, init_bounds, nchw_to_nhwc)
 

@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from common.optim import PaperSGD as PaperSGDConfig
-from common.optim import multipliers
+from alexnet_parity.common.optim import PaperSGD as PaperSGDConfig
+from alexnet_parity.common.optim import multipliers
 
 from .layers import register
 from .model import export_weights, load_weights, spec_of

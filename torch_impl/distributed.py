@@ -1,7 +1,7 @@
 """Data-parallel training of the paper's optimizer on PyTorch's own engine: DistributedDataParallel over a
 process group (gloo on CPUs, NCCL on GPUs), one process per device, started by torchrun.
 
-    torchrun --nproc-per-node 2 -m torch_impl.distributed --variant caffe --steps 10 --batch-size 64
+    torchrun --nproc-per-node 2 -m alexnet_parity.torch_impl.distributed --variant caffe --steps 10 --batch-size 64
 
 Every process holds the same model and takes its contiguous rows of each global batch; during backward DDP
 averages the gradients over the processes. The gradient of each process's mean loss, averaged over equal
@@ -20,8 +20,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from common import Spec
-from common.optim import PaperSGD as PaperSGDConfig
+from alexnet_parity.common import Spec
+from alexnet_parity.common.optim import PaperSGD as PaperSGDConfig
 
 from .model import build_model, export_weights
 from .train import make_optimizer, optimizer_state, train_step
@@ -90,8 +90,8 @@ def train(spec: Spec, weights: dict | None, batches: Iterable, *, lr: float | No
 def main(argv=None) -> None:
     """A data-parallel run on synthetic images (training.Synthetic through the paper's augmentation): checks
     a cluster's setup end to end and prints the global loss per step on rank 0."""
-    from training.smoke import save_weights, smoke_data, smoke_parser, step_logger
-    parser = smoke_parser("torchrun ... -m torch_impl.distributed", main.__doc__, split_over="processes",
+    from alexnet_parity.training.smoke import save_weights, smoke_data, smoke_parser, step_logger
+    parser = smoke_parser("torchrun ... -m alexnet_parity.torch_impl.distributed", main.__doc__, split_over="processes",
                           chief="rank 0")
     args = parser.parse_args(argv)
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import LRN, Conv, MaxPool
+from alexnet_parity.common import LRN, Conv, MaxPool
 
 # the fast inference paths below are for eager mode; under torch.compile the plain ops fuse better
 _is_compiling = getattr(torch.compiler, "is_compiling", lambda: False)  # torch >= 2.3

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from common import Spec
+from alexnet_parity.common import Spec
 
 from .model import build_model, unwrap
 

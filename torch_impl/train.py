@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.optim import PaperSGD as PaperSGDConfig
-from common.optim import multipliers
+from alexnet_parity.common.optim import PaperSGD as PaperSGDConfig
+from alexnet_parity.common.optim import multipliers
 
 from .model import unwrap
 

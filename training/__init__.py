@@ -1,8 +1,8 @@
 """The paper's data path, framework-neutral (numpy + Pillow): sources of labelled images, the paper's
 augmentation and test-time views, and seeded float32 NCHW batches every framework trains on identically.
 
-    from common import get_spec
-    from training import Batches, Synthetic, val_split
+    from alexnet_parity.common import get_spec
+    from alexnet_parity.training import Batches, Synthetic, val_split
     spec = get_spec("caffe", num_classes=10)
     train, val = val_split(Synthetic(num_classes=10, count=2000), fraction=0.1)
     for x, y in Batches(train, spec, 32, train=True, seed=0, epoch=3): ...

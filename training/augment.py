@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from common import Preprocessing, Spec
+from alexnet_parity.common import Preprocessing, Spec
 
 # Section 4.1's PCA of ImageNet RGB pixels (in [0, 1] units), as published with fb.resnet.torch's lighting
 # transform: eigenvalues and the eigenvectors as columns, rows R, G, B.

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import Spec
-from common.frameworks import FRAMEWORKS, framework_available
-from common.optim import PaperSGD
+from alexnet_parity.common import Spec
+from alexnet_parity.common.frameworks import FRAMEWORKS, framework_available
+from alexnet_parity.common.optim import PaperSGD
 
 available = framework_available
 
@@ -62,8 +62,8 @@ class TorchAdapter(Adapter):
 
     def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
         import torch
-        import torch_impl
-        import torch_impl.train as train
+        from alexnet_parity import torch_impl
+        from alexnet_parity.torch_impl import train as train
         self.torch, self.impl, self.train = torch, torch_impl, train
         self.model = torch_impl.build_model(spec, weights)
         self.opt = None if lr is None else train.make_optimizer(self.model, lr, cfg)
@@ -84,8 +84,8 @@ class KerasAdapter(Adapter):
 
     def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
         import keras
-        import tf_impl
-        import tf_impl.train as train
+        from alexnet_parity import tf_impl
+        from alexnet_parity.tf_impl import train as train
         self.impl, self.train = tf_impl, train
         self.model = tf_impl.build_model(spec, weights)
         self.opt = None if lr is None else train.make_optimizer(self.model, lr, cfg)
@@ -107,8 +107,8 @@ class FlaxAdapter(Adapter):
 
     def __init__(self, spec: Spec, weights: dict, lr: float | None, cfg: PaperSGD):
         import jax.numpy as jnp
-        import jax_impl
-        import jax_impl.train as train
+        from alexnet_parity import jax_impl
+        from alexnet_parity.jax_impl import train as train
         from flax import nnx
         self.impl, self.train, self.nnx, self.jnp = jax_impl, train, nnx, jnp
         self.model = jax_impl.build_model(spec, weights)

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from common import Spec
+from alexnet_parity.common import Spec
 
 from . import augment
 from .sources import Source

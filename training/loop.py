@@ -1,7 +1,7 @@
 """The training loop, once for every framework: the paper's recipe (SGD with momentum and weight decay,
 lr divided by 10 when the validation error stops improving) driven through a training.frameworks adapter.
 
-    from training.loop import RunConfig, train
+    from alexnet_parity.training.loop import RunConfig, train
     history = train(RunConfig(framework="flax", variant="paper", num_classes=10, epochs=3, batch=32),
                     train_source, val_source, out="runs/paper")
 
@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from common import Spec, get_spec, init_weights
-from common.optim import PaperSGD, PlateauSchedule
+from alexnet_parity.common import Spec, get_spec, init_weights
+from alexnet_parity.common.optim import PaperSGD, PlateauSchedule
 
 from .augment import average_softmax
 from .loader import Batches
@@ -316,8 +316,7 @@ def train(config: RunConfig, train_source: Source, val_source: Source, out, *, r
     settings; `lr` there sets a new current rate). max_steps: stop after that many steps in all
     (checkpointing where it stops). Progress goes to `stream` (stderr); on_step(epoch, step, loss) is
     called after every step (epoch and step counted from 0)."""
-    import weights_convert
-
+    from alexnet_parity import weights_convert
     from .frameworks import make_adapter
 
     stream = sys.stderr if stream is None else stream

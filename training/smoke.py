@@ -22,7 +22,7 @@ def smoke_parser(prog: str, description: str, *, split_over: str, chief: str) ->
 
 def smoke_data(args):
     """(spec, NCHW batches): `steps` global batches of synthetic images through the paper's augmentation."""
-    from common import get_spec
+    from alexnet_parity.common import get_spec
 
     from .loader import Batches
     from .sources import Synthetic
@@ -40,5 +40,5 @@ def step_logger(chief: bool):
 
 def save_weights(args, spec, weights, chief: bool) -> None:
     if chief and args.out:
-        from weights_convert import canonical
+        from alexnet_parity.weights_convert import canonical
         canonical.save(args.out, spec, weights)

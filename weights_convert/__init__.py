@@ -1,6 +1,6 @@
 """Canonical AlexNet weights <-> every checkpoint format, bit-exact.
 
-    from weights_convert import load, save
+    from alexnet_parity.weights_convert import load, save
     spec, weights = load("alexnet-owt-7be5be79.pth")          # format from the name, variant from the shapes
     save("alexnet.keras", spec, weights)                       # any format that can hold the variant
 
@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from common import VARIANTS, Spec
+from alexnet_parity.common import VARIANTS, Spec
 
 from . import caffe, canonical, flax_fmt, keras_fmt, slim, torch_fmt, torchvision
 
@@ -48,8 +48,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 )}
 
 # The framework whose model --verify builds for a format's weights (None: the float64 numpy reference)
-FRAMEWORK_OF = {"canonical": None, "torch": "torch_impl", "torchvision": "torch_impl", "keras": "tf_impl",
-                "flax": "jax_impl", "caffe": None, "slim": "tf_impl"}
+FRAMEWORK_OF = {"canonical": None, "torch": "torch", "torchvision": "torch", "keras": "keras",
+                "flax": "flax", "caffe": None, "slim": "keras"}
 
 
 def get_format(name: str) -> Format:

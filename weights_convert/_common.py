@@ -14,8 +14,8 @@ import uuid
 
 import numpy as np
 
-from common import VARIANTS, Spec, get_spec
-from common.spec import input_sizes_for
+from alexnet_parity.common import VARIANTS, Spec, get_spec
+from alexnet_parity.common.spec import input_sizes_for
 
 FC_NAMES = ("fc6", "fc7", "fc8")
 

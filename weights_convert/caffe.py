@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common import LRN, VARIANTS, AdaptiveAvgPool, Conv, Dense, Dropout, MaxPool, ReLU, Spec
+from alexnet_parity.common import LRN, VARIANTS, AdaptiveAvgPool, Conv, Dense, Dropout, MaxPool, ReLU, Spec
 
 from . import protowire as pw
 from . import prototxt

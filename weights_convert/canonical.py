@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import struct
 
-from common import Spec
+from alexnet_parity.common import Spec
 
 from ._common import atomic_output, finish, spec_of_file
 

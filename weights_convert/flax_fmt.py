@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from common import Spec
+from alexnet_parity.common import Spec
 
 from ._common import atomic_output, finish, spec_of_file, starts_with
 
@@ -25,7 +25,7 @@ ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
 def _framework():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        import jax_impl
+        from alexnet_parity import jax_impl
         from flax import nnx
     except ImportError as err:
         raise ValueError(f"the flax format needs JAX and Flax ({err})") from None

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from common import Spec
+from alexnet_parity.common import Spec
 
 from ._common import atomic_output, finish, resolve_spec, spec_of_file, starts_with
 
@@ -27,7 +27,7 @@ PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
 
 def _framework():
     try:
-        import tf_impl
+        from alexnet_parity import tf_impl
     except ImportError as err:
         raise ValueError(f"the keras format needs TensorFlow and Keras ({err})") from None
     return tf_impl

@@ -25,7 +25,7 @@ import struct
 
 import numpy as np
 
-from common import Spec, conv_hwio_to_oihw, conv_oihw_to_hwio
+from alexnet_parity.common import Spec, conv_hwio_to_oihw, conv_oihw_to_hwio
 
 from ._common import atomic_prefix, finish, resolve_spec, shape_str
 

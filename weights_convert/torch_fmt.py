@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 
-from common import Spec
+from alexnet_parity.common import Spec
 
 from ._common import atomic_output, finish, resolve_spec, starts_with
 

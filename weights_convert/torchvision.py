@@ -24,7 +24,7 @@ checkpoints and "module." prefixes are unwrapped as in torch_fmt.
 """
 from __future__ import annotations
 
-from common import VARIANTS, Spec
+from alexnet_parity.common import VARIANTS, Spec
 
 from ._common import finish, resolve_spec
 from .torch_fmt import read_state_dict, save_state_dict
