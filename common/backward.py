@@ -213,6 +213,10 @@ class Gradients:
     near_ties: NearTies | None = None
     rerouted: dict[str, int] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, np.ndarray]:
+        """'input', every layer name and every weight name in one dict: the form gradient_errors reads."""
+        return {"input": self.input, **self.activations, **self.weights}
+
 
 def output_cotangent(spec: Spec, batch: int, seed: int = 0) -> np.ndarray:
     """A fixed float64 grad_output for (batch, *spec.output_shape): the scalar an engine differentiates is
@@ -302,7 +306,7 @@ def _decisions(table: Mapping[str, np.ndarray], name: str, shape) -> np.ndarray:
 def gradient_errors(spec: Spec, ref: Gradients, grads: Mapping[str, np.ndarray]) -> dict[str, float]:
     """max|a - ref| / max|ref| for each gradient an engine gives: keys 'input', layer names (the gradient of
     that layer's output) and canonical weight names, canonical layout; missing keys are left out."""
-    table = {"input": ref.input, **ref.activations, **ref.weights}
+    table = ref.as_dict()
     errs = {}
     for name, r in table.items():
         if name in grads:

@@ -268,3 +268,150 @@ def test_bad_grad_output_is_one_clear_error():
         reference_backward(spec, w, x, np.zeros((1, 4)))
     with pytest.raises(ValueError, match="lack 'relu1'"):
         reference_backward(spec, w, x, np.zeros((1, 3)), routing={"conv1": x})
+
+
+# --- near ties and routing -------------------------------------------------------------------------------
+
+def tie_case():
+    """torchvision@63 (narrow) with conv1's channel 0 a single centre tap, so that relu1[n, 0, i, j] is
+    x[n, 0, 4i+3, 4j+3] (conv1 pads 2) and chosen pixels place ties exactly where the test wants them."""
+    spec, w, x = small_case("torchvision")
+    w["conv1.weight"][0] = 0.0
+    w["conv1.weight"][0, 0, 5, 5] = 1.0
+    w["conv1.bias"][0] = 0.0
+    scale = float(np.abs(reference_forward(spec, w, x)["conv1"]).max())
+    tiny = 1e-8 * scale  # far inside float32 rounding of 0 for this layer
+
+    def at(i, j):  # the pixel that relu1[., 0, i, j] reads
+        return 4 * i + 3, 4 * j + 3
+
+    x[0, 0][at(1, 1)] = tiny        # a ReLU near-tie, positive
+    x[0, 0][at(1, 3)] = -tiny       # a ReLU near-tie, negative
+    x[0, 0][at(1, 5)] = 1e-3 * scale  # clearly positive: no tie
+    for i in range(4, 7):           # pool1 window (2, 2) reads relu1 rows and columns 4..6
+        for j in range(4, 7):
+            x[0, 0][at(i, j)] = 10.0 * (i + j)   # below the pair, above 0
+    x[0, 0][at(4, 4)] = 300.0
+    x[0, 0][at(4, 5)] = 300.0 * (1 + 1e-9)  # its twin: windows (1, 2) and (2, 2) hold both
+    for i in range(10, 13):         # window (5, 5): all zeros from clearly negative inputs, dead
+        for j in range(10, 13):
+            x[0, 0][at(i, j)] = x[1, 0][at(i, j)] = -50.0
+    x[1, 0][at(11, 11)] = -tiny     # the same window in sample 1, with one zero that an engine may see > 0
+    return spec, w, x, tiny
+
+
+def test_find_near_ties_marks_the_constructed_elements_and_counts_them():
+    spec, w, x, _ = tie_case()
+    acts = reference_forward(spec, w, x)
+    ties = find_near_ties(spec, acts, x)
+    assert ties.rtol == NEAR_TIE_RTOL
+    relu = ties.relu["relu1"][:, 0]
+    assert set(zip(*np.nonzero(relu))) == {(0, 1, 1), (0, 1, 3), (1, 11, 11)}
+    pool = ties.pool["pool1"][:, 0]
+    assert set(zip(*np.nonzero(pool))) == {(0, 1, 2), (0, 2, 2), (1, 5, 5)}  # (0, 5, 5) is dead, left out
+    counts = ties.counts()
+    assert counts["relu1"] >= 3 and counts["pool1"] >= 3 and ties.total == sum(counts.values())
+    # the same scan at a tolerance below the constructed gaps finds none of them
+    strict = find_near_ties(spec, acts, x, rtol=1e-12)
+    assert not strict.relu["relu1"][:, 0].any() and not strict.pool["pool1"][:, 0].any()
+
+
+def test_routing_follows_the_engine_at_near_ties_only():
+    """An engine whose rounding put every constructed tie on the other side: modelled exactly by the float64
+    network at x', the input with those ties flipped (so its gradient is the true gradient at x')."""
+    spec, w, x, tiny = tie_case()
+    flipped = x.copy()
+    flipped[0, 0, 7, 7], flipped[0, 0, 7, 15] = -tiny, tiny     # relu1 (0,0,1,1) and (0,0,1,3) flip
+    flipped[1, 0, 47, 47] = tiny                                 # the dead window's fragile zero comes alive
+    flipped[0, 0, 19, 19], flipped[0, 0, 19, 23] = x[0, 0, 19, 23], x[0, 0, 19, 19]  # the pool pair swaps
+    engine_acts = reference_forward(spec, w, flipped)
+    c = output_cotangent(spec, x.shape[0])
+    engine = reference_backward(spec, w, flipped, c).as_dict()
+
+    plain = reference_backward(spec, w, x, c)
+    routed = reference_backward(spec, w, x, c, routing=engine_acts)
+    plain_err = gradient_errors(spec, plain, engine)
+    routed_err = gradient_errors(spec, routed, engine)
+    assert max(plain_err.values()) > 1e-3  # a strict check of the engine against the float64 decisions fails
+    assert max(routed_err.values()) < 1e-7, {k: v for k, v in routed_err.items() if v >= 1e-7}
+    assert layer_at_fault(spec, routed_err, 1e-7) is None
+    assert routed.rerouted["relu1"] == 3 and routed.rerouted["pool1"] == 3  # (1,2), (2,2) and the revived one
+    assert sum(routed.rerouted.values()) == 6
+    assert routed.near_ties is not None and plain.near_ties is None
+    # the revived zero: the engine's pool sends its window's gradient there and its ReLU passes it on, where the
+    # float64 decisions (first of nine zeros; ReLU closed) lose it
+    assert plain.activations["relu1"][1, 0, 11, 11] == plain.activations["conv1"][1, 0, 11, 11] == 0.0
+    assert routed.activations["relu1"][1, 0, 11, 11] == routed.activations["pool1"][1, 0, 5, 5] != 0.0
+    assert routed.activations["conv1"][1, 0, 11, 11] == routed.activations["relu1"][1, 0, 11, 11]
+    # a Routing built by hand is the same thing
+    again = reference_backward(spec, w, x, c, routing=routing_from_activations(spec, engine_acts, flipped))
+    np.testing.assert_array_equal(again.input, routed.input)
+
+
+def test_routing_never_overrides_a_clear_decision():
+    """An engine whose decisions are all wrong changes the gradient only at near-tie elements."""
+    spec, w, x, _ = tie_case()
+    acts = reference_forward(spec, w, x)
+    ties = find_near_ties(spec, acts, x)
+    wrong = Routing(relu={n: ~(acts[n] > 0) for n in ties.relu},
+                    pool={n: np.zeros(m.shape, dtype=np.int64) for n, m in ties.pool.items()})
+    c = output_cotangent(spec, x.shape[0])
+    routed = reference_backward(spec, w, x, c, routing=wrong)
+    assert routed.rerouted["relu1"] == ties.counts()["relu1"]  # at every tie the decision is the other one
+    for name, mask in ties.relu.items():
+        below = spec.layers[[layer.name for layer in spec.layers].index(name) - 1].name
+        passes = routed.activations[below] != 0
+        clear = ~mask & (routed.activations[name] != 0)
+        np.testing.assert_array_equal(passes[clear], (acts[below] > 0)[clear])
+
+
+# --- broken ports are caught at the layer at fault ---------------------------------------------------------
+
+def _relu_passing_negatives(x, g, passes=None):
+    return g
+
+
+def _lrn_without_cross_channel_term(x, g, layer):
+    return g * backward.lrn_denominator(x, layer) ** -layer.beta
+
+
+def _pool_to_the_runner_up(x, g, layer, argmax=None):
+    win = backward._windows(x, layer, -np.inf)
+    return max_pool_vjp(x, g, layer, np.argsort(win.reshape(*win.shape[:4], -1), axis=-1)[..., -2])
+
+
+BROKEN = {"relu": ("relu_vjp", _relu_passing_negatives), "lrn": ("lrn_vjp", _lrn_without_cross_channel_term),
+          "maxpool": ("max_pool_vjp", _pool_to_the_runner_up)}
+
+
+@pytest.mark.parametrize("kind,only,expected", [("relu", None, "relu7"), ("relu", "relu3", "relu3"),
+                                                ("lrn", None, "norm2"), ("lrn", "norm1", "norm1"),
+                                                ("maxpool", None, "pool5"), ("maxpool", "pool2", "pool2")])
+def test_broken_vjp_is_named_at_its_layer(monkeypatch, kind, only, expected):
+    """A port whose backward has one wrong op (at every layer of that kind, or at one layer) fails the
+    comparison with the reference backward at exactly that layer."""
+    spec, w, x = small_case("caffe")
+    c = output_cotangent(spec, x.shape[0])
+    ref = reference_backward(spec, w, x, c)
+    name, bad = BROKEN[kind]
+    good = getattr(backward, name)
+    current = {"layer": None}
+    real_layer_vjp = backward._layer_vjp
+
+    def layer_vjp(layer, *args):
+        current["layer"] = layer.name
+        return real_layer_vjp(layer, *args)
+
+    def chosen(*args, **kwargs):
+        return (bad if only in (None, current["layer"]) else good)(*args, **kwargs)
+
+    monkeypatch.setattr(backward, "_layer_vjp", layer_vjp)
+    monkeypatch.setattr(backward, name, chosen)
+    port = reference_backward(spec, w, x, c).as_dict()
+    errs = gradient_errors(spec, ref, port)
+    assert layer_at_fault(spec, errs, 1e-6) == expected, errs
+    above = [layer.name for layer in spec.layers][[layer.name for layer in spec.layers].index(expected):]
+    assert all(errs[n] <= 1e-12 for n in above)  # everything above the fault is untouched
+    below = [layer.name for layer in spec.layers][[layer.name for layer in spec.layers].index(expected) - 1]
+    print(f"\nbroken {kind} at {only or 'every ' + kind}: named {expected}, its input gradient off by "
+          f"{errs[below]:.1e} relative")
