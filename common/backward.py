@@ -45,7 +45,8 @@ def conv_vjp(x, weight, g, layer: Conv):
     for grp in range(groups):
         gg = g[:, grp * cout:(grp + 1) * cout]  # (N, cout, OH, OW)
         wg = weight[grp * cout:(grp + 1) * cout]  # (cout, cin, k, k)
-        gw[grp * cout:(grp + 1) * cout] = np.tensordot(gg, win[:, grp * cin:(grp + 1) * cin], axes=([0, 2, 3], [0, 2, 3]))
+        gw[grp * cout:(grp + 1) * cout] = np.tensordot(gg, win[:, grp * cin:(grp + 1) * cin],
+                                                       axes=([0, 2, 3], [0, 2, 3]))
         cols = np.tensordot(gg, wg, axes=([1], [0]))  # (N, OH, OW, cin, k, k): what each window position receives
         for p in range(k):
             for q in range(k):
@@ -233,12 +234,21 @@ def reference_backward(spec: Spec, weights: dict, x: np.ndarray, grad_output: np
     acts: reference_forward(spec, weights, x), when the caller has it already."""
     x = np.asarray(x, dtype=np.float64)
     if acts is None:
-        acts = reference_forward(spec, weights, x)
+        acts = reference_forward(spec, weights, x)  # checks x and the weights
+    else:
+        if x.ndim != 4 or x.shape[1:] != spec.input_shape:
+            raise ValueError(f"input has shape {x.shape}; {spec.describe()} takes (N, "
+                             f"{', '.join(map(str, spec.input_shape))}) NCHW")
+        spec.check_weights(weights)
+        missing = [layer.name for layer in spec.layers if layer.name not in acts]
+        if missing:
+            raise ValueError(f"acts: no activation {missing[0]!r}; pass reference_forward(spec, weights, x)")
     w64 = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     g = np.asarray(grad_output, dtype=np.float64)
     expected = (x.shape[0], *spec.output_shape)
     if g.shape != expected:
-        raise ValueError(f"grad_output has shape {g.shape}; {spec.describe()} with batch {x.shape[0]} outputs {expected}")
+        raise ValueError(f"grad_output has shape {g.shape}; {spec.describe()} with batch {x.shape[0]} "
+                         f"outputs {expected}")
     ties, rerouted = None, {}
     if routing is not None:
         if not isinstance(routing, Routing):

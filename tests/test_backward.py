@@ -268,6 +268,13 @@ def test_bad_grad_output_is_one_clear_error():
         reference_backward(spec, w, x, np.zeros((1, 4)))
     with pytest.raises(ValueError, match="lack 'relu1'"):
         reference_backward(spec, w, x, np.zeros((1, 3)), routing={"conv1": x})
+    acts = reference_forward(spec, w, x)
+    with pytest.raises(ValueError, match=r"activation 'relu2' has shape \(1, 5\)"):
+        reference_backward(spec, w, x, np.zeros((1, 3)), routing={**acts, "relu2": np.zeros((1, 5))})
+    with pytest.raises(ValueError, match="no activation 'pool5'"):
+        reference_backward(spec, w, x, np.zeros((1, 3)), acts={k: v for k, v in acts.items() if k != "pool5"})
+    with pytest.raises(ValueError, match="input has shape"):
+        reference_backward(spec, w, x[:, :2], np.zeros((1, 3)), acts=acts)
 
 
 # --- near ties and routing -------------------------------------------------------------------------------
