@@ -9,6 +9,15 @@ each answer is a correct gradient at the engine's own forward values. `find_near
 elements where that can happen; `reference_backward(..., routing=engine_activations)` then takes the
 engine's own decisions at exactly those elements (its ReLU signs, its window argmax) and the float64
 ones everywhere else, so the engine's gradient can be compared strictly.
+
+An engine adapter, with its activations and gradients as numpy in canonical layout (NCHW maps, C,H,W flatten,
+reference_forward's layer names, canonical weight names):
+
+    c = output_cotangent(spec, len(x))                  # the engine differentiates L = sum(c * its output)
+    ref = reference_backward(spec, weights, x, c, routing=engine_activations)
+    errs = gradient_errors(spec, ref, engine_grads)     # {"input": ..., "conv1": ..., "conv1.weight": ...}
+    layer_at_fault(spec, errs, tolerance)               # None, or the layer whose backward is wrong
+    ref.near_ties.counts(), ref.rerouted                # the near ties, and where the engine took the other side
 """
 from __future__ import annotations
 

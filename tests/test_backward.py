@@ -1,8 +1,8 @@
 """The float64 reference backward, checked against central finite differences in float64, op by op and on
 the whole network of every variant; then near-tie detection, routing, and broken VJPs caught at their layer.
 
-Finite differences: an op's full Jacobian-vector product by (f(x + h e_i) - f(x - h e_i)) / 2h on small
-tensors; the network by directional derivatives (f(x + h d) - f(x - h d)) / 2h against <grad, d>, with a
+Finite differences: an op's vector-Jacobian product, element by element, by (f(x + h e_i) - f(x - h e_i)) / 2h
+on small tensors; the network by directional derivatives (f(x + h d) - f(x - h d)) / 2h against <grad, d>, with a
 guard that no ReLU sign or window argmax changes within +-h d (a kink inside the step would make the
 difference quotient meaningless, not the gradient wrong). Run with -s to see the worst error of each check.
 """
