@@ -339,18 +339,23 @@ def gradient_errors(spec: Spec, ref: Gradients, grads: Mapping[str, np.ndarray])
 
 def layer_at_fault(spec: Spec, errors: Mapping[str, float], tolerance: float) -> str | None:
     """The layer whose backward is wrong: walking from the output down, the first layer whose output gradient
-    still meets the tolerance while its input gradient or its weight gradients do not (NaN fails). The last
-    layer's name when the gradient of the output itself differs; None when nothing fails."""
+    meets the tolerance while its input gradient or its weight gradients do not (NaN fails). Where the engine
+    reported no gradient for some layers' outputs, the span 'lowest..highest' that must hold the fault (the
+    output's own gradient is the cotangent, known to both). The last layer's name when the reported gradient
+    of the output itself differs; None when nothing fails."""
     def bad(name):
         return name in errors and not errors[name] <= tolerance
 
     layers = spec.layers
     if bad(layers[-1].name):
         return layers[-1].name
+    good = len(layers) - 1  # the lowest layer whose output gradient is known to be right
     for i in range(len(layers) - 1, -1, -1):
         layer = layers[i]
+        if layer.name in errors:
+            good = i
         below = layers[i - 1].name if i > 0 else "input"
         params = [f"{layer.name}.weight", f"{layer.name}.bias"] if layer.has_params else []
         if bad(below) or any(bad(p) for p in params):
-            return layer.name
+            return layer.name if good == i else f"{layer.name}..{layers[good].name}"
     return None
