@@ -32,13 +32,22 @@ def max_pool(x, layer: MaxPool):
     return _windows(x, layer, -np.inf).max(axis=(4, 5))
 
 
+def channel_window_sum(t, size: int, before: int):
+    """out_c = sum of t_j for j in [c - before, c - before + size), channels outside [0, N) counting 0.
+    LRN's forward sums over [c - size//2, ...]; its backward sums the mirrored window."""
+    t = np.pad(t, ((0, 0), (before, size - 1 - before), (0, 0), (0, 0)))
+    csum = np.concatenate([np.zeros_like(t[:, :1]), np.cumsum(t, axis=1)], axis=1)
+    return csum[:, size:] - csum[:, :-size]
+
+
+def lrn_denominator(x, layer: LRN):
+    """k + scale * sum of a_j^2 over the size channels centred on c."""
+    return layer.k + layer.scale * channel_window_sum(x * x, layer.size, layer.size // 2)
+
+
 def lrn(x, layer: LRN):
     """b_c = a_c / (k + scale * sum of a_j^2 over the size channels centred on c) ** beta."""
-    half = layer.size // 2
-    sq = np.pad(x * x, ((0, 0), (half, layer.size - 1 - half), (0, 0), (0, 0)))
-    csum = np.concatenate([np.zeros_like(sq[:, :1]), np.cumsum(sq, axis=1)], axis=1)
-    window_sum = csum[:, layer.size:] - csum[:, :-layer.size]
-    return x / (layer.k + layer.scale * window_sum) ** layer.beta
+    return x / lrn_denominator(x, layer) ** layer.beta
 
 
 def adaptive_avg_pool(x, layer: AdaptiveAvgPool):
