@@ -370,7 +370,6 @@ def test_set_lr_reaches_the_compiled_step(all_fws):
         assert err <= TOL, f"{f.name}: second velocity of {tensor} off by {err:.2e}"
 
 
-@pytest.mark.slow
 def test_one_step_full_size(all_fws):
     """The paper's own net at 224 (asymmetric conv1 pad, round-up pooling, LRN without /n, two columns)."""
     spec = no_dropout(get_spec("paper", num_classes=10))
