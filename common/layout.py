@@ -35,6 +35,58 @@ def conv_hwio_to_oihw(kernel: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
 
 
+def nhwc_flatten_chw(spec: Spec) -> dict[str, tuple[int, int, int]]:
+    """{dense name: (C, H, W)} for the dense layer that reads the flattened map (fc6): the one whose rows an
+    NHWC flatten orders H,W,C. Empty without a classifier."""
+    names = [layer.name for layer in spec.layers]
+    if "flatten" not in names:
+        return {}
+    first_dense = next(layer for layer in spec.layers[names.index("flatten"):] if layer.kind == "dense")
+    return {first_dense.name: spec.layer("flatten").in_shape}
+
+
+def to_nhwc(spec: Spec, weights: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Canonical weights -> {layer: (kernel, bias)} as an NHWC framework holds them: conv kernels HWIO
+    (kh, kw, in/groups, out), dense kernels (in, out), fc6's rows in H,W,C order. float32, contiguous."""
+    flat = nhwc_flatten_chw(spec)
+    params = {}
+    for layer in spec.param_layers:
+        w = np.asarray(weights[f"{layer.name}.weight"], dtype=np.float32)
+        if layer.kind == "conv":
+            kernel = conv_oihw_to_hwio(w)
+        elif layer.name in flat:
+            kernel = fc_rows_chw_to_hwc(w, flat[layer.name])
+        else:
+            kernel = np.ascontiguousarray(w.T)
+        params[layer.name] = (kernel, np.ascontiguousarray(weights[f"{layer.name}.bias"], dtype=np.float32))
+    return params
+
+
+def from_nhwc(spec: Spec, params: dict) -> dict[str, np.ndarray]:
+    """Exact inverse of to_nhwc: {layer: (kernel, bias)} in NHWC layout -> canonical float32 weights."""
+    flat = nhwc_flatten_chw(spec)
+    weights = {}
+    for layer in spec.param_layers:
+        kernel, bias = params[layer.name]
+        kernel = np.asarray(kernel, dtype=np.float32)
+        if layer.kind == "conv":
+            w = conv_hwio_to_oihw(kernel)
+        elif layer.name in flat:
+            w = fc_rows_hwc_to_chw(kernel, flat[layer.name])
+        else:
+            w = np.ascontiguousarray(kernel.T)
+        weights[f"{layer.name}.weight"] = w
+        weights[f"{layer.name}.bias"] = np.array(bias, dtype=np.float32)
+    return weights
+
+
+def canonical_shape(kernel_shape: tuple) -> tuple:
+    """The canonical weight shape of an NHWC kernel's shape: HWIO -> (out, in, kh, kw), (in, out) -> (out, in).
+    fc6's row permutation keeps the shape, so a file's spec can be inferred from its kernels' shapes alone."""
+    k = tuple(kernel_shape)
+    return (k[3], k[2], k[0], k[1]) if len(k) == 4 else tuple(reversed(k))
+
+
 def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(x).transpose(0, 2, 3, 1))
 

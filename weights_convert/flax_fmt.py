@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from alexnet_parity.common import Spec
+from alexnet_parity.common import Spec, canonical_shape
 
 from ._common import atomic_output, finish, spec_of_file, starts_with
 
@@ -56,8 +56,7 @@ def _canonical_shapes(tree: dict, path: str) -> tuple[dict, dict]:
                 raise ValueError(f"{path}: {layer}/{kind} is a {type(value).__name__}, not an array")
             arrays[kind] = np.asarray(value)
         pure[layer] = arrays
-        k = arrays["kernel"].shape
-        shapes[f"{layer}.weight"] = (k[3], k[2], k[0], k[1]) if len(k) == 4 else tuple(reversed(k))
+        shapes[f"{layer}.weight"] = canonical_shape(arrays["kernel"].shape)
         shapes[f"{layer}.bias"] = arrays["bias"].shape
     if not pure:
         raise ValueError(f"{path}: holds no parameters")

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from alexnet_parity.common import Spec
+from alexnet_parity.common import Spec, canonical_shape
 
 from ._common import atomic_output, finish, resolve_spec, spec_of_file, starts_with
 
@@ -58,8 +58,7 @@ def _h5_layout(path: str) -> tuple[dict, dict]:
                 kernel, bias = vars_.get("0"), vars_.get("1")
                 if not isinstance(kernel, h5py.Dataset) or not isinstance(bias, h5py.Dataset):
                     raise ValueError(f"{path}: layer {name!r} lacks its kernel (vars/0) or bias (vars/1)")
-                k = kernel.shape
-                shapes[f"{name}.weight"] = (k[3], k[2], k[0], k[1]) if len(k) == 4 else tuple(reversed(k))
+                shapes[f"{name}.weight"] = canonical_shape(kernel.shape)
                 shapes[f"{name}.bias"] = bias.shape
     except (OSError, KeyError, RuntimeError, TypeError) as err:
         raise ValueError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from None
