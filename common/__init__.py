@@ -7,9 +7,9 @@ from .init import init_bounds, init_weights, truncated_normal_std
 from .layers import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, Layer, MaxPool, ReLU)
 from .reference import reference_forward
 from .spec import Spec, get_spec, input_sizes_for, smallest_input_size
-from .variants import VARIANTS, Preprocessing, Variant
+from .variants import VARIANTS, Case, Preprocessing, Variant
 
-__all__ = ["VARIANTS", "Variant", "Preprocessing", "Spec", "get_spec", "smallest_input_size", "input_sizes_for", "init_weights",
+__all__ = ["VARIANTS", "Variant", "Case", "Preprocessing", "Spec", "get_spec", "smallest_input_size", "input_sizes_for", "init_weights",
            "init_bounds", "truncated_normal_std", "reference_forward", "Init", "Layer", "Conv", "ReLU", "LRN",
            "MaxPool", "AdaptiveAvgPool", "Flatten", "Dropout", "Dense", "resolve_1d", "adaptive_bins",
            "adaptive_pool_matrix", "adaptive_pool_is_uniform", "fc_rows_chw_to_hwc", "fc_rows_hwc_to_chw",
