@@ -17,6 +17,7 @@ import numpy as np
 from alexnet_parity.common import Spec, canonical_shape
 
 from ._common import atomic_output, finish, spec_of_file, starts_with
+from .registry import Format
 
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
@@ -147,3 +148,7 @@ def sniff(path: str) -> bool:
     if os.path.isdir(path):
         return is_orbax_dir(path)
     return starts_with(path, *(bytes([b]) for b in (*range(0x80, 0x90), 0xDE, 0xDF)))
+
+
+FORMAT = Format("flax", load, save, claims, sniff, frameworks=("jax", "flax", "orbax"), holds="all",
+                files="Orbax directory (.orbax or any existing one), .msgpack", directory="an Orbax checkpoint")

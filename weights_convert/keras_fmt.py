@@ -20,6 +20,7 @@ import numpy as np
 from alexnet_parity.common import Spec, canonical_shape
 
 from ._common import atomic_output, finish, resolve_spec, spec_of_file, starts_with
+from .registry import Format
 
 ATTR_PREFIX = "alexnet_"
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
@@ -154,3 +155,7 @@ def claims(path: str) -> bool:
 def sniff(path: str) -> bool:
     """A .keras file is a zip archive, a .weights.h5 an HDF5 file (by their magic bytes)."""
     return starts_with(path, b"PK\x03\x04") if path.endswith(".keras") else starts_with(path, b"\x89HDF\r\n\x1a\n")
+
+
+FORMAT = Format("keras", load, save, claims, sniff, frameworks=("tensorflow", "keras"), holds="all",
+                files=".weights.h5, .keras")
