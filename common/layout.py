@@ -8,6 +8,8 @@ canonical weights order them C,H,W, so the dense kernel's rows must be permuted,
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .spec import Spec
@@ -45,38 +47,43 @@ def nhwc_flatten_chw(spec: Spec) -> dict[str, tuple[int, int, int]]:
     return {first_dense.name: spec.layer("flatten").in_shape}
 
 
-def to_nhwc(spec: Spec, weights: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Canonical weights -> {layer: (kernel, bias)} as an NHWC framework holds them: conv kernels HWIO
-    (kh, kw, in/groups, out), dense kernels (in, out), fc6's rows in H,W,C order. float32, contiguous."""
+def _transposed(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.T)
+
+
+def kernel_layout(spec: Spec) -> dict[str, tuple[Callable, Callable]]:
+    """The table: {parameter layer: (canonical weight -> NHWC kernel, its inverse)}. Conv kernels are HWIO
+    (kh, kw, in/groups, out), dense kernels (in, out), and the dense that reads the flatten (fc6) has its rows
+    in H,W,C order."""
     flat = nhwc_flatten_chw(spec)
-    params = {}
+    table = {}
     for layer in spec.param_layers:
-        w = np.asarray(weights[f"{layer.name}.weight"], dtype=np.float32)
         if layer.kind == "conv":
-            kernel = conv_oihw_to_hwio(w)
+            table[layer.name] = (conv_oihw_to_hwio, conv_hwio_to_oihw)
         elif layer.name in flat:
-            kernel = fc_rows_chw_to_hwc(w, flat[layer.name])
+            chw = flat[layer.name]
+            table[layer.name] = (lambda w, chw=chw: fc_rows_chw_to_hwc(w, chw),
+                                 lambda k, chw=chw: fc_rows_hwc_to_chw(k, chw))
         else:
-            kernel = np.ascontiguousarray(w.T)
-        params[layer.name] = (kernel, np.ascontiguousarray(weights[f"{layer.name}.bias"], dtype=np.float32))
-    return params
+            table[layer.name] = (_transposed, _transposed)
+    return table
+
+
+def to_nhwc(spec: Spec, weights: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Canonical weights -> {layer: (kernel, bias)} as an NHWC framework holds them (kernel_layout's table),
+    float32 and contiguous."""
+    return {name: (forward(np.asarray(weights[f"{name}.weight"], dtype=np.float32)),
+                   np.ascontiguousarray(weights[f"{name}.bias"], dtype=np.float32))
+            for name, (forward, _) in kernel_layout(spec).items()}
 
 
 def from_nhwc(spec: Spec, params: dict) -> dict[str, np.ndarray]:
     """Exact inverse of to_nhwc: {layer: (kernel, bias)} in NHWC layout -> canonical float32 weights."""
-    flat = nhwc_flatten_chw(spec)
     weights = {}
-    for layer in spec.param_layers:
-        kernel, bias = params[layer.name]
-        kernel = np.asarray(kernel, dtype=np.float32)
-        if layer.kind == "conv":
-            w = conv_hwio_to_oihw(kernel)
-        elif layer.name in flat:
-            w = fc_rows_hwc_to_chw(kernel, flat[layer.name])
-        else:
-            w = np.ascontiguousarray(kernel.T)
-        weights[f"{layer.name}.weight"] = w
-        weights[f"{layer.name}.bias"] = np.array(bias, dtype=np.float32)
+    for name, (_, inverse) in kernel_layout(spec).items():
+        kernel, bias = params[name]
+        weights[f"{name}.weight"] = inverse(np.asarray(kernel, dtype=np.float32))
+        weights[f"{name}.bias"] = np.array(bias, dtype=np.float32)
     return weights
 
 
