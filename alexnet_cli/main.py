@@ -11,7 +11,7 @@ from alexnet_parity.alexnet_cli._malloc import keep_large_buffers
 COMMANDS = {
     "summary": ("summary_cmd", "per-layer table of a variant: kernels, padding, shapes, params, MACs"),
     "diff": ("diff_cmd", "every difference between two variants, with its consequence and source"),
-    "convert": ("convert_cmd", "convert weights between canonical, torch, torchvision, keras, flax, caffe, slim"),
+    "convert": ("convert_cmd", "convert weights between checkpoint formats, bit-exact (the formats: convert --help)"),
     "parity": ("parity_cmd", "run every variant in PyTorch, Keras and Flax and compare each layer"),
     "bench": ("bench_cmd", "throughput, compile time and memory of each framework"),
     "train": ("train_cmd", "train a variant with the paper's recipe in torch, keras or flax"),

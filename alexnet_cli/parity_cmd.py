@@ -11,7 +11,7 @@ import tempfile
 import time
 
 from alexnet_parity.common import VARIANTS, get_spec
-from alexnet_parity.parity_tests.core import (CONFIGS, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available,
+from alexnet_parity.parity_tests.core import (configs, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available,
                                load_impl, parity_weights, run_parity)
 
 # the file each framework's weights travel through with --convert
@@ -21,7 +21,7 @@ CONVERT_FORMATS = {"torch": ("torch", "weights.pt"), "keras": ("keras", "weights
 
 def add_arguments(p):
     p.add_argument("variants", nargs="*", metavar="VARIANT",
-                   help=f"variants to run (default: all six plus the overrides the suite checks): {', '.join(VARIANTS)}")
+                   help=f"variants to run (default: every variant plus the cases the suite checks): {', '.join(VARIANTS)}")
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu",
                    help="cpu, gpu, or all devices present (default cpu)")
     p.add_argument("--frameworks", default=",".join(FRAMEWORKS),
@@ -41,7 +41,7 @@ def _configs(args):
     if not args.variants:
         if args.input_size or args.num_classes:
             raise ValueError("--input-size and --num-classes need a VARIANT")
-        return list(CONFIGS)
+        return list(configs())
     overrides = {k: v for k, v in (("input_size", args.input_size), ("num_classes", args.num_classes)) if v}
     for v in args.variants:
         if v not in VARIANTS:

@@ -8,6 +8,8 @@ canonical weights order them C,H,W, so the dense kernel's rows must be permuted,
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .spec import Spec
@@ -33,6 +35,63 @@ def conv_oihw_to_hwio(weight: np.ndarray) -> np.ndarray:
 
 def conv_hwio_to_oihw(kernel: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+
+
+def nhwc_flatten_chw(spec: Spec) -> dict[str, tuple[int, int, int]]:
+    """{dense name: (C, H, W)} for the dense layer that reads the flattened map (fc6): the one whose rows an
+    NHWC flatten orders H,W,C. Empty without a classifier."""
+    names = [layer.name for layer in spec.layers]
+    if "flatten" not in names:
+        return {}
+    first_dense = next(layer for layer in spec.layers[names.index("flatten"):] if layer.kind == "dense")
+    return {first_dense.name: spec.layer("flatten").in_shape}
+
+
+def _transposed(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.T)
+
+
+def kernel_layout(spec: Spec) -> dict[str, tuple[Callable, Callable]]:
+    """The table: {parameter layer: (canonical weight -> NHWC kernel, its inverse)}. Conv kernels are HWIO
+    (kh, kw, in/groups, out), dense kernels (in, out), and the dense that reads the flatten (fc6) has its rows
+    in H,W,C order."""
+    flat = nhwc_flatten_chw(spec)
+    table = {}
+    for layer in spec.param_layers:
+        if layer.kind == "conv":
+            table[layer.name] = (conv_oihw_to_hwio, conv_hwio_to_oihw)
+        elif layer.name in flat:
+            chw = flat[layer.name]
+            table[layer.name] = (lambda w, chw=chw: fc_rows_chw_to_hwc(w, chw),
+                                 lambda k, chw=chw: fc_rows_hwc_to_chw(k, chw))
+        else:
+            table[layer.name] = (_transposed, _transposed)
+    return table
+
+
+def to_nhwc(spec: Spec, weights: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Canonical weights -> {layer: (kernel, bias)} as an NHWC framework holds them (kernel_layout's table),
+    float32 and contiguous."""
+    return {name: (forward(np.asarray(weights[f"{name}.weight"], dtype=np.float32)),
+                   np.ascontiguousarray(weights[f"{name}.bias"], dtype=np.float32))
+            for name, (forward, _) in kernel_layout(spec).items()}
+
+
+def from_nhwc(spec: Spec, params: dict) -> dict[str, np.ndarray]:
+    """Exact inverse of to_nhwc: {layer: (kernel, bias)} in NHWC layout -> canonical float32 weights."""
+    weights = {}
+    for name, (_, inverse) in kernel_layout(spec).items():
+        kernel, bias = params[name]
+        weights[f"{name}.weight"] = inverse(np.asarray(kernel, dtype=np.float32))
+        weights[f"{name}.bias"] = np.array(bias, dtype=np.float32)
+    return weights
+
+
+def canonical_shape(kernel_shape: tuple) -> tuple:
+    """The canonical weight shape of an NHWC kernel's shape: HWIO -> (out, in, kh, kw), (in, out) -> (out, in).
+    fc6's row permutation keeps the shape, so a file's spec can be inferred from its kernels' shapes alone."""
+    k = tuple(kernel_shape)
+    return (k[3], k[2], k[0], k[1]) if len(k) == 4 else tuple(reversed(k))
 
 
 def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:

@@ -19,6 +19,20 @@ class Preprocessing:
 
 
 @dataclass(frozen=True)
+class Case:
+    """An override of a variant that the parity suite runs besides its defaults: a size where its rounding
+    parts from the other variants' (or another shape of the net), and why it is worth a run."""
+    why: str
+    input_size: int | None = None
+    num_classes: int | None = None
+    include_top: bool | None = None
+
+    def overrides(self) -> dict:
+        return {k: v for k, v in (("input_size", self.input_size), ("num_classes", self.num_classes),
+                                  ("include_top", self.include_top)) if v is not None}
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     title: str
@@ -29,6 +43,7 @@ class Variant:
     source: str
     notes: tuple[str, ...] = ()
     why: tuple[tuple[str, str], ...] = ()  # (aspect, the reason this variant differs from the paper there)
+    cases: tuple[Case, ...] = ()  # what the parity suite runs besides the defaults
 
 
 N = Init("normal", 0.01)
@@ -105,7 +120,8 @@ _register(Variant(
                                 source="paper section 2: 256x256, minus the mean image (per-channel here)"),
     source=PAPER_SRC,
     notes=("224 input: cuda-convnet sizes outputs as 1+ceil((in-k)/s), i.e. conv1 padded 0 before, 3 after",
-           "LRN alpha=1e-4 multiplies the plain sum (not divided by n), k=2")))
+           "LRN alpha=1e-4 multiplies the plain sum (not divided by n), k=2"),
+    cases=(Case("no conv1 padding", input_size=227),)))
 
 _register(Variant(
     name="caffe", title="Caffe bvlc_alexnet", input_size=227, num_classes=1000,
@@ -115,7 +131,8 @@ _register(Variant(
     source=CAFFE_SRC,
     why=(("lrn", "Caffe's LRN divides alpha by local_size and uses k=1 (its default), not the paper's k=2"),
          ("input", "227 makes (227-11)/4+1 = 55 exact, no padding; Caffe's pooling rounds up (ceil)"),
-         ("init", "bvlc_alexnet's train_val.prototxt: std 0.005 for fc6/fc7 and bias 0.1, not the paper's 1"))))
+         ("init", "bvlc_alexnet's train_val.prototxt: std 0.005 for fc6/fc7 and bias 0.1, not the paper's 1")),
+    cases=(Case("ceil pooling: 7x7 pool5, fc6 of 12,544", input_size=256),)))
 
 _register(Variant(
     name="caffenet", title="Caffe bvlc_reference_caffenet", input_size=227, num_classes=1000,
@@ -138,7 +155,8 @@ _register(Variant(
                  "2e-05, the paper's by 1e-4 (5x stronger); to get the paper's formula in PyTorch pass alpha=5e-4"),
          ("groups", "one GPU: conv2, conv4, conv5 see all channels of the layer below, not half, so they hold twice "
                     "the weights"),
-         ("input", "227 makes (227-11)/4+1 = 55 exact with plain floor rounding"))))
+         ("input", "227 makes (227-11)/4+1 = 55 exact with plain floor rounding")),
+    cases=(Case("another classifier width", num_classes=10),)))
 
 _register(Variant(
     name="torchvision", title="torchvision.models.alexnet", input_size=224, num_classes=1000,
@@ -161,7 +179,10 @@ _register(Variant(
          ("lrn", "no LRN: 'One weird trick' drops it; later work found it adds little accuracy for its cost"),
          ("adaptive", "AdaptiveAvgPool2d((6, 6)) lets any input size >= 63 reach fc6's 9216 inputs"),
          ("dropout", "nn.Sequential(Dropout, Linear, ReLU, ...): dropout acts on fc6's and fc7's inputs"),
-         ("init", "PyTorch's default layer init, not the paper's N(0, 0.01)"))))
+         ("init", "PyTorch's default layer init, not the paper's N(0, 0.01)")),
+    cases=(Case("adaptive pool 7 -> 6, overlapping bins", input_size=256),
+           Case("adaptive pool 9 -> 6", input_size=320),
+           Case("headless: pool5/avgpool is the output", include_top=False))))
 
 GLOROT, TRUNC = Init("glorot_uniform"), Init("truncated_normal", 0.005)
 _register(Variant(
@@ -180,4 +201,5 @@ _register(Variant(
          ("init", "slim's defaults: Glorot-uniform convs, biases 0.1, truncated normal 0.005 for fc6-fc8")),
     notes=("fc6 is a 5x5 VALID conv in slim, fc7/fc8 1x1 convs; on a 5x5 pool5 that is exactly flatten + dense, "
            "which is how the spec (and the canonical weights) hold it",
-           "slim's dropout takes keep_prob=0.5; rate here is the drop probability, also 0.5")))
+           "slim's dropout takes keep_prob=0.5; rate here is the drop probability, also 0.5"),
+    cases=(Case("TF SAME/VALID at another size (fc6 as a dense over 6x6)", input_size=256),)))

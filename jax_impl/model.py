@@ -9,7 +9,7 @@ import numpy as np
 from flax import nnx
 
 from alexnet_parity.common import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, LRN, MaxPool, ReLU, Spec, activation_to_nchw,
-                    conv_hwio_to_oihw, conv_oihw_to_hwio, fc_rows_chw_to_hwc, fc_rows_hwc_to_chw, nchw_to_nhwc)
+                    from_nhwc, nchw_to_nhwc, to_nhwc)
 
 from .layers import SplitGroupConv, adaptive_avg_pool, conv_padding, initializer, lrn, max_pool
 
@@ -72,49 +72,20 @@ class AlexNet(nnx.Module):
 
 # --- canonical weights <-> parameters -----------------------------------------------------------------
 
-def _flattened_chw(spec: Spec) -> dict[str, tuple[int, int, int]]:
-    """{dense name: (C, H, W)} for the dense layer that reads the flattened feature map (fc6)."""
-    names = [layer.name for layer in spec.layers]
-    if "flatten" not in names:
-        return {}
-    first_dense = next(layer for layer in spec.layers[names.index("flatten"):] if isinstance(layer, Dense))
-    return {first_dense.name: spec.layer("flatten").in_shape}
-
-
 def load_weights(model: AlexNet, weights: dict) -> None:
     """Copy a canonical weight dict into the model, exactly (shapes checked first)."""
     spec = model.spec
     spec.check_weights(weights)
-    flat = _flattened_chw(spec)
-    for layer in spec.param_layers:
-        w = np.asarray(weights[f"{layer.name}.weight"], dtype=np.float32)
-        if isinstance(layer, Conv):
-            kernel = conv_oihw_to_hwio(w)
-        elif layer.name in flat:
-            kernel = fc_rows_chw_to_hwc(w, flat[layer.name])
-        else:
-            kernel = w.T
-        module = getattr(model, layer.name)
+    for name, (kernel, bias) in to_nhwc(spec, weights).items():
+        module = getattr(model, name)
         module.kernel.set_value(jnp.asarray(kernel))
-        module.bias.set_value(jnp.asarray(np.asarray(weights[f"{layer.name}.bias"], dtype=np.float32)))
+        module.bias.set_value(jnp.asarray(bias))
 
 
 def export_weights(model: AlexNet) -> dict[str, np.ndarray]:
     """The model's parameters as canonical float32 numpy arrays: the exact inverse of load_weights."""
-    flat = _flattened_chw(model.spec)
-    weights = {}
-    for layer in model.spec.param_layers:
-        module = getattr(model, layer.name)
-        kernel = np.asarray(module.kernel[...], dtype=np.float32)
-        if isinstance(layer, Conv):
-            weight = conv_hwio_to_oihw(kernel)
-        elif layer.name in flat:
-            weight = fc_rows_hwc_to_chw(kernel, flat[layer.name])
-        else:
-            weight = np.ascontiguousarray(kernel.T)
-        weights[f"{layer.name}.weight"] = weight
-        weights[f"{layer.name}.bias"] = np.array(module.bias[...], dtype=np.float32)
-    return weights
+    modules = {layer.name: getattr(model, layer.name) for layer in model.spec.param_layers}
+    return from_nhwc(model.spec, {name: (m.kernel[...], m.bias[...]) for name, m in modules.items()})
 
 
 def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:

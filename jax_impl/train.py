@@ -18,11 +18,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from alexnet_parity.common import Spec
+from alexnet_parity.common import Spec, from_nhwc
 from alexnet_parity.common.optim import PaperSGD as PaperSGDConfig
 from alexnet_parity.common.optim import multipliers
 
-from .model import AlexNet, export_weights, load_weights
+from .model import AlexNet, load_weights
 
 Multiplier = float | Any | Callable[[Any], Any]  # a float, a pytree of floats like params, or params -> such a tree
 
@@ -133,12 +133,10 @@ def _train_step(model, optimizer, x, y, rngs):
 
 def _as_canonical(spec: Spec, tree) -> dict[str, np.ndarray]:
     """A pytree shaped like the model's parameters (gradients, velocities), in canonical names and
-    layout, through jax_impl's own export_weights on an abstract model holding those values."""
-    shell = nnx.eval_shape(lambda: AlexNet(spec, rngs=nnx.Rngs(0)))
-    graphdef, params = nnx.split(shell, nnx.Param)
-    params = jax.tree.map(lambda p, value: p.replace(jnp.asarray(value)), params, nnx.as_pure(tree),
-                          is_leaf=lambda p: isinstance(p, nnx.Variable))
-    return export_weights(nnx.merge(graphdef, params))
+    layout (common.layout's table)."""
+    pure = nnx.as_pure(tree)
+    return from_nhwc(spec, {layer.name: (pure[layer.name]["kernel"], pure[layer.name]["bias"])
+                            for layer in spec.param_layers})
 
 
 def gradients(model: AlexNet, x, y, *, rngs=None) -> dict[str, np.ndarray]:

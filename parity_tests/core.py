@@ -11,22 +11,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from alexnet_parity.common import Spec, get_spec, reference_forward
+from alexnet_parity.common import VARIANTS, Spec, get_spec, reference_forward
 from alexnet_parity.common.frameworks import FRAMEWORKS, framework_available, load_impl  # noqa: F401 (framework_available is re-exported)
 
 TOLERANCE = 1e-5
 
-# (variant, overrides) the suite runs: every default, plus the overrides whose geometry differs.
-CONFIGS: tuple[tuple[str, dict], ...] = (
-    ("paper", {}), ("caffe", {}), ("caffenet", {}), ("single-column", {}), ("torchvision", {}), ("slim-v2", {}),
-    ("paper", {"input_size": 227}),           # no conv1 padding
-    ("caffe", {"input_size": 256}),           # ceil pooling: 7x7 pool5, fc6 of 12,544
-    ("torchvision", {"input_size": 256}),     # adaptive pool 7 -> 6, overlapping bins
-    ("torchvision", {"input_size": 320}),     # adaptive pool 9 -> 6
-    ("slim-v2", {"input_size": 256}),         # TF SAME/VALID at another size (fc6 as a dense over 6x6)
-    ("single-column", {"num_classes": 10}),
-    ("torchvision", {"include_top": False}),
-)
+def configs() -> tuple[tuple[str, dict], ...]:
+    """(variant, overrides) the suite runs: every variant's defaults, then the cases each variant declares
+    (common/variants.py), read from VARIANTS at each call so that a variant added there is in the suite."""
+    return (tuple((name, {}) for name in VARIANTS)
+            + tuple((name, case.overrides()) for name, v in VARIANTS.items() for case in v.cases))
+
+
+CONFIGS: tuple[tuple[str, dict], ...] = configs()
 
 
 def config_id(variant: str, overrides: dict) -> str:

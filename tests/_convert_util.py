@@ -23,10 +23,6 @@ CONTAINERS = [
     ("caffe", ".v1.caffemodel", {"container": "layers"}),
     ("slim", ".ckpt", {}),
 ]
-FRAMEWORK_PACKAGES = {"torch": "torch", "torchvision": "torch", "keras": "tensorflow", "flax": "flax",
-                      "slim": "tensorflow"}
-
-
 def container_id(c) -> str:
     return f"{c[0]}{c[1]}"
 
@@ -34,8 +30,9 @@ def container_id(c) -> str:
 def frameworks_present(fmt: str) -> bool:
     import importlib.util
 
-    name = FRAMEWORK_PACKAGES.get(fmt)
-    return name is None or importlib.util.find_spec(name) is not None
+    from alexnet_parity.weights_convert import get_format
+
+    return all(importlib.util.find_spec(name) is not None for name in get_format(fmt).frameworks)
 
 
 def same_weights(a: dict, b: dict) -> bool:

@@ -8,8 +8,7 @@ import tensorflow as tf
 import keras
 
 from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, MaxPool, ReLU, Spec,
-                    activation_to_nchw, conv_hwio_to_oihw, conv_oihw_to_hwio, fc_rows_chw_to_hwc,
-                    fc_rows_hwc_to_chw, get_spec, init_bounds, nchw_to_nhwc)
+                    activation_to_nchw, from_nhwc, get_spec, init_bounds, nchw_to_nhwc, to_nhwc)
 
 from .layers import AdaptiveAvgPool2D, GroupedConv2D, LocalResponseNorm, NegInfPadding2D, register
 
@@ -127,46 +126,21 @@ def spec_of(model: keras.Model) -> Spec:
 
 
 # --- weights ------------------------------------------------------------------------------------------
-def _fc_input_chw(spec: Spec, name: str) -> tuple[int, int, int] | None:
-    """(C, H, W) that a NHWC flatten laid out in H,W,C order, when `name` is the first dense after it."""
-    names = [layer.name for layer in spec.layers]
-    if "flatten" not in names:
-        return None
-    first_dense = next(layer for layer in spec.layers[names.index("flatten"):] if isinstance(layer, Dense))
-    return spec.layer("flatten").in_shape if first_dense.name == name else None
-
-
 def load_weights(model: keras.Model, weights: dict) -> None:
     """Assign a canonical weight dict (conv OIHW, dense (out, in) with fc6's rows in C,H,W order)."""
     spec = spec_of(model)
     spec.check_weights(weights)
-    for layer in spec.param_layers:
-        w = np.asarray(weights[f"{layer.name}.weight"], dtype=np.float32)
-        if isinstance(layer, Conv):
-            kernel = conv_oihw_to_hwio(w)
-        else:
-            chw = _fc_input_chw(spec, layer.name)
-            kernel = fc_rows_chw_to_hwc(w, chw) if chw else w.T
-        native = model.get_layer(layer.name)
+    for name, (kernel, bias) in to_nhwc(spec, weights).items():
+        native = model.get_layer(name)
         native.kernel.assign(kernel)
-        native.bias.assign(np.asarray(weights[f"{layer.name}.bias"], dtype=np.float32))
+        native.bias.assign(bias)
 
 
 def export_weights(model: keras.Model) -> dict[str, np.ndarray]:
     """The canonical weight dict: float32, bit-exact inverse of load_weights."""
     spec = spec_of(model)
-    out = {}
-    for layer in spec.param_layers:
-        native = model.get_layer(layer.name)
-        kernel = np.asarray(native.kernel.numpy(), dtype=np.float32)
-        if isinstance(layer, Conv):
-            w = conv_hwio_to_oihw(kernel)
-        else:
-            chw = _fc_input_chw(spec, layer.name)
-            w = fc_rows_hwc_to_chw(kernel, chw) if chw else np.ascontiguousarray(kernel.T)
-        out[f"{layer.name}.weight"] = w
-        out[f"{layer.name}.bias"] = np.asarray(native.bias.numpy(), dtype=np.float32)
-    return out
+    native = {layer.name: model.get_layer(layer.name) for layer in spec.param_layers}
+    return from_nhwc(spec, {name: (m.kernel.numpy(), m.bias.numpy()) for name, m in native.items()})
 
 
 def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:

@@ -15,11 +15,12 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from alexnet_parity.common import from_nhwc, to_nhwc
 from alexnet_parity.common.optim import PaperSGD as PaperSGDConfig
 from alexnet_parity.common.optim import multipliers
 
 from .layers import register
-from .model import export_weights, load_weights, spec_of
+from .model import spec_of
 
 
 def canonical_name(variable) -> str:
@@ -106,18 +107,11 @@ def _inputs(model, x, y):
 
 
 def _canonical(model: keras.Model, values) -> dict[str, np.ndarray]:
-    """Arrays shaped like model.trainable_variables, in canonical names and layout. tf_impl's only
-    native -> canonical conversion is export_weights, which reads the model: so the values are put
-    in the model's variables for the call, and the weights put back (bit-exact) afterwards."""
-    variables = model.trainable_variables
-    saved = [v.numpy() for v in variables]
-    try:
-        for v, value in zip(variables, values):
-            v.assign(value)
-        return export_weights(model)
-    finally:
-        for v, value in zip(variables, saved):
-            v.assign(value)
+    """Arrays shaped like model.trainable_variables, in canonical names and layout (common.layout's table)."""
+    spec = spec_of(model)
+    native = {canonical_name(v): value for v, value in zip(model.trainable_variables, values)}
+    return from_nhwc(spec, {layer.name: (native[f"{layer.name}.weight"], native[f"{layer.name}.bias"])
+                            for layer in spec.param_layers})
 
 
 def gradients(model: keras.Model, x, y) -> dict[str, np.ndarray]:
@@ -178,16 +172,13 @@ def optimizer_state(optimizer: PaperSGD) -> dict[str, np.ndarray]:
 
 
 def _native(model: keras.Model, canonical: dict) -> list[np.ndarray]:
-    """A canonical dict (names and shapes checked) as arrays shaped like model.trainable_variables,
-    through tf_impl's load_weights, with the model's weights put back afterwards."""
-    variables = model.trainable_variables
-    saved = [v.numpy() for v in variables]
-    try:
-        load_weights(model, canonical)
-        return [v.numpy() for v in variables]
-    finally:
-        for v, value in zip(variables, saved):
-            v.assign(value)
+    """A canonical dict (names and shapes checked) as arrays shaped like model.trainable_variables."""
+    spec = spec_of(model)
+    spec.check_weights(canonical)
+    native = {}
+    for name, (kernel, bias) in to_nhwc(spec, canonical).items():
+        native[f"{name}.weight"], native[f"{name}.bias"] = kernel, bias
+    return [native[canonical_name(v)] for v in model.trainable_variables]
 
 
 def load_optimizer_state(optimizer: PaperSGD, model: keras.Model, state: dict) -> None:

@@ -4,83 +4,37 @@
     spec, weights = load("alexnet-owt-7be5be79.pth")          # format from the name, variant from the shapes
     save("alexnet.keras", spec, weights)                       # any format that can hold the variant
 
-Formats (one module each, each stating its exact layout): canonical (.safetensors), torch (torch_impl's
-state_dict, .pt/.pth), torchvision (torchvision's key names, .pt/.pth), keras (.weights.h5, .keras),
-flax (Orbax directory, .msgpack), caffe (.caffemodel, optional .prototxt), slim (TF-slim alexnet_v2
-checkpoint prefix). A framework is imported only by the format that needs it. Every error about a file
-is a ValueError (FileNotFoundError for a missing one) whose one line names the file and the tensor;
-writers write to a temporary name beside the destination and rename it at the end.
+Formats (one module each, each stating its exact layout and defining its registry.Format record, registered
+below in one line): canonical (.safetensors), torch (torch_impl's state_dict, .pt/.pth), torchvision
+(torchvision's key names, .pt/.pth), keras (.weights.h5, .keras), flax (Orbax directory, .msgpack), caffe
+(.caffemodel, optional .prototxt), slim (TF-slim alexnet_v2 checkpoint prefix). A framework is imported
+only by the format that needs it. Every error about a file is a ValueError (FileNotFoundError for a missing
+one) whose one line names the file and the tensor; writers write to a temporary name beside the destination
+and rename it at the end.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from alexnet_parity.common import VARIANTS, Spec
 
 from . import caffe, canonical, flax_fmt, keras_fmt, slim, torch_fmt, torchvision
+from .registry import FORMATS, Format, can_hold, get_format, guess_format, register
 
-
-@dataclass(frozen=True)
-class Format:
-    name: str
-    load: Callable  # (path, variant=None, input_size=None, **options) -> (spec, weights)
-    save: Callable  # (path, spec, weights, **options) -> None
-    claims: Callable  # (path) -> bool: does this path name a file of this format?
-    frameworks: tuple[str, ...]  # the Python packages it imports
-    holds: str  # which variants it can hold
-    files: str
-
-
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("canonical", canonical.load, canonical.save, canonical.claims, (), "all", ".safetensors"),
-    Format("torch", torch_fmt.load, torch_fmt.save, torch_fmt.claims, ("torch",), "all", ".pt, .pth"),
-    Format("torchvision", torchvision.load, torchvision.save, torchvision.claims, ("torch",), "all", ".pt, .pth"),
-    Format("keras", keras_fmt.load, keras_fmt.save, keras_fmt.claims, ("tensorflow", "keras"), "all",
-           ".weights.h5, .keras"),
-    Format("flax", flax_fmt.load, flax_fmt.save, flax_fmt.claims, ("jax", "flax", "orbax"), "all",
-           "Orbax directory (.orbax or any existing one), .msgpack"),
-    Format("caffe", caffe.load, caffe.save, caffe.claims, (), "all", ".caffemodel (+ .prototxt)"),
-    Format("slim", slim.load, slim.save, slim.claims, ("tensorflow",), "slim-v2", "checkpoint prefix (*.ckpt*)"),
-)}
+# One line per format; the order is guess_format's tie-break (see registry).
+register(canonical.FORMAT)
+register(torch_fmt.FORMAT)
+register(torchvision.FORMAT)
+register(keras_fmt.FORMAT)
+register(flax_fmt.FORMAT)
+register(caffe.FORMAT)
+register(slim.FORMAT)
 
 # The framework whose model --verify builds for a format's weights (None: the float64 numpy reference)
 FRAMEWORK_OF = {"canonical": None, "torch": "torch", "torchvision": "torch", "keras": "keras",
                 "flax": "flax", "caffe": None, "slim": "keras"}
-
-
-def get_format(name: str) -> Format:
-    if name not in FORMATS:
-        raise ValueError(f"unknown format {name!r}; choose one of: {', '.join(FORMATS)}")
-    return FORMATS[name]
-
-
-def can_hold(fmt: str, variant: str) -> bool:
-    holds = get_format(fmt).holds
-    return holds == "all" or variant in holds.split(",")
-
-
-def guess_format(path: str, reading: bool = True) -> str:
-    """The format a path names: by its ending, or for reading by what exists there (an Orbax directory, a
-    checkpoint prefix with its .index). .pt/.pth read as torch; load() then tells torchvision by its keys."""
-    path = os.fspath(path)
-    if reading and os.path.isdir(path):
-        if flax_fmt.is_orbax_dir(path):
-            return "flax"
-        if os.path.isfile(os.path.join(path, "checkpoint")):
-            return "slim"
-        raise ValueError(f"{path}: a directory that is neither an Orbax checkpoint nor a TensorFlow "
-                         f"checkpoint directory; pass --from")
-    for name in ("canonical", "torch", "keras", "flax", "caffe", "slim"):
-        if FORMATS[name].claims(path):
-            return name
-    if reading and os.path.isfile(path + ".index"):
-        return "slim"
-    raise ValueError(f"{path}: cannot tell the format from the name; pass --{'from' if reading else 'to'} "
-                     f"(one of {', '.join(FORMATS)})")
 
 
 def load_as(path, fmt: str | None = None, variant: str | None = None, *, input_size: int | None = None,
@@ -91,12 +45,10 @@ def load_as(path, fmt: str | None = None, variant: str | None = None, *, input_s
         raise ValueError(f"unknown variant {variant!r}; choose one of: {', '.join(VARIANTS)}")
     guessed = fmt is None
     fmt = guess_format(path, reading=True) if guessed else get_format(fmt).name
-    if not os.path.exists(path) and not (fmt == "slim" and os.path.exists(slim.checkpoint_prefix(path) + ".index")):
+    if not get_format(fmt).exists(path):
         raise FileNotFoundError(f"{path}: no such file or directory")
-    if fmt == "torch" and guessed:  # one read; the keys say which of the two layouts it is
-        state = torch_fmt.read_state_dict(path)
-        fmt = "torchvision" if torch_fmt.is_torchvision_style(state) else "torch"
-        options["state"] = state
+    if guessed and get_format(fmt).pick is not None:  # what the file holds decides (torch or torchvision)
+        fmt = get_format(fmt).pick(path, options)
     spec, weights = get_format(fmt).load(path, variant=variant, input_size=input_size, **options)
     return spec, weights, fmt
 
@@ -124,5 +76,5 @@ def save(path, spec: Spec, weights: dict, fmt: str | None = None, **options) -> 
     return fmt
 
 
-__all__ = ["load", "load_as", "save", "guess_format", "get_format", "can_hold", "FORMATS", "FRAMEWORK_OF",
-           "Format"]
+__all__ = ["load", "load_as", "save", "guess_format", "get_format", "can_hold", "register", "FORMATS",
+           "FRAMEWORK_OF", "Format"]

@@ -31,6 +31,7 @@ from alexnet_parity.common import LRN, VARIANTS, AdaptiveAvgPool, Conv, Dense, D
 from . import protowire as pw
 from . import prototxt
 from ._common import atomic_output, finish, resolve_spec, shape_str
+from .registry import Format
 
 PARAM_LAYERS = {**{f"conv{i}": "Convolution" for i in range(1, 6)},
                 **{f"fc{i}": "InnerProduct" for i in range(6, 9)}}
@@ -536,3 +537,6 @@ def sniff(path: str) -> bool:
     except (OSError, ValueError):
         return False
     return (number, wire) in {(1, pw.LEN), (2, pw.LEN), (3, pw.LEN), (4, pw.VARINT), (100, pw.LEN)}
+
+
+FORMAT = Format("caffe", load, save, claims, sniff, frameworks=(), holds="all", files=".caffemodel (+ .prototxt)")

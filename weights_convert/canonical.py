@@ -14,6 +14,7 @@ import struct
 from alexnet_parity.common import Spec
 
 from ._common import atomic_output, finish, spec_of_file
+from .registry import Format
 
 FORMAT_TAG = "alexnet-parity/canonical/1"
 
@@ -57,3 +58,6 @@ def sniff(path: str) -> bool:
     if len(head) < 9 or head[8:9] != b"{" or not os.path.isfile(path):
         return False
     return 8 + struct.unpack("<Q", head[:8])[0] <= size
+
+
+FORMAT = Format("canonical", load, save, claims, sniff, frameworks=(), holds="all", files=".safetensors")

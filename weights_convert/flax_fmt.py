@@ -14,9 +14,10 @@ import os
 
 import numpy as np
 
-from alexnet_parity.common import Spec
+from alexnet_parity.common import Spec, canonical_shape
 
 from ._common import atomic_output, finish, spec_of_file, starts_with
+from .registry import Format
 
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
@@ -56,8 +57,7 @@ def _canonical_shapes(tree: dict, path: str) -> tuple[dict, dict]:
                 raise ValueError(f"{path}: {layer}/{kind} is a {type(value).__name__}, not an array")
             arrays[kind] = np.asarray(value)
         pure[layer] = arrays
-        k = arrays["kernel"].shape
-        shapes[f"{layer}.weight"] = (k[3], k[2], k[0], k[1]) if len(k) == 4 else tuple(reversed(k))
+        shapes[f"{layer}.weight"] = canonical_shape(arrays["kernel"].shape)
         shapes[f"{layer}.bias"] = arrays["bias"].shape
     if not pure:
         raise ValueError(f"{path}: holds no parameters")
@@ -148,3 +148,7 @@ def sniff(path: str) -> bool:
     if os.path.isdir(path):
         return is_orbax_dir(path)
     return starts_with(path, *(bytes([b]) for b in (*range(0x80, 0x90), 0xDE, 0xDF)))
+
+
+FORMAT = Format("flax", load, save, claims, sniff, frameworks=("jax", "flax", "orbax"), holds="all",
+                files="Orbax directory (.orbax or any existing one), .msgpack", directory="an Orbax checkpoint")

@@ -17,9 +17,10 @@ import os
 
 import numpy as np
 
-from alexnet_parity.common import Spec
+from alexnet_parity.common import Spec, canonical_shape
 
 from ._common import atomic_output, finish, resolve_spec, spec_of_file, starts_with
+from .registry import Format
 
 ATTR_PREFIX = "alexnet_"
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
@@ -58,8 +59,7 @@ def _h5_layout(path: str) -> tuple[dict, dict]:
                 kernel, bias = vars_.get("0"), vars_.get("1")
                 if not isinstance(kernel, h5py.Dataset) or not isinstance(bias, h5py.Dataset):
                     raise ValueError(f"{path}: layer {name!r} lacks its kernel (vars/0) or bias (vars/1)")
-                k = kernel.shape
-                shapes[f"{name}.weight"] = (k[3], k[2], k[0], k[1]) if len(k) == 4 else tuple(reversed(k))
+                shapes[f"{name}.weight"] = canonical_shape(kernel.shape)
                 shapes[f"{name}.bias"] = bias.shape
     except (OSError, KeyError, RuntimeError, TypeError) as err:
         raise ValueError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from None
@@ -155,3 +155,7 @@ def claims(path: str) -> bool:
 def sniff(path: str) -> bool:
     """A .keras file is a zip archive, a .weights.h5 an HDF5 file (by their magic bytes)."""
     return starts_with(path, b"PK\x03\x04") if path.endswith(".keras") else starts_with(path, b"\x89HDF\r\n\x1a\n")
+
+
+FORMAT = Format("keras", load, save, claims, sniff, frameworks=("tensorflow", "keras"), holds="all",
+                files=".weights.h5, .keras")

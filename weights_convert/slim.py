@@ -28,6 +28,7 @@ import numpy as np
 from alexnet_parity.common import Spec, conv_hwio_to_oihw, conv_oihw_to_hwio
 
 from ._common import atomic_prefix, finish, resolve_spec, shape_str
+from .registry import Format
 
 SCOPE = "alexnet_v2"
 VARIANT = "slim-v2"
@@ -161,3 +162,21 @@ def sniff(path: str) -> bool:
             return fh.read(8) == TABLE_MAGIC
     except OSError:
         return False
+
+
+def sniff_checkpoint(path: str) -> bool:
+    """For guessing what to read: a TensorFlow checkpoint directory (its `checkpoint` state file), a prefix,
+    .index or .data-* path whose .index sniffs as one, or a bare prefix (no file) with a PREFIX.index beside
+    it, which the reader then judges. (sniff itself judges one existing file that a save would replace.)"""
+    if os.path.isdir(path):
+        return os.path.isfile(os.path.join(path, "checkpoint"))
+    return sniff(checkpoint_prefix(path) + ".index") or (not os.path.exists(path) and os.path.isfile(path + ".index"))
+
+
+def exists(path: str) -> bool:
+    """A checkpoint is named by its prefix, which is no file: its .index is what must exist."""
+    return os.path.exists(path) or os.path.exists(checkpoint_prefix(path) + ".index")
+
+
+FORMAT = Format("slim", load, save, claims, sniff_checkpoint, frameworks=("tensorflow",), holds=VARIANT,
+                files="checkpoint prefix (*.ckpt*)", directory="a TensorFlow checkpoint directory", exists=exists)

@@ -16,6 +16,7 @@ import numpy as np
 from alexnet_parity.common import Spec
 
 from ._common import atomic_output, finish, resolve_spec, starts_with
+from .registry import Format
 
 WRAPPER_KEYS = ("state_dict", "model")  # training scripts' {"epoch": ..., "state_dict": ...} containers
 KEY_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DistributedDataParallel, torch.compile
@@ -120,3 +121,12 @@ ZIP_MAGIC = b"PK\x03\x04"
 def sniff(path: str) -> bool:
     """A torch.save file: a zip archive (torch >= 1.6) or a legacy pickle (protocol 2 magic)."""
     return starts_with(path, ZIP_MAGIC, b"\x80\x02")
+
+
+def pick(path: str, options: dict) -> str:
+    """torch or torchvision, by the keys of the one read; the state goes to load in options."""
+    options["state"] = read_state_dict(path)
+    return "torchvision" if is_torchvision_style(options["state"]) else "torch"
+
+
+FORMAT = Format("torch", load, save, claims, sniff, frameworks=("torch",), holds="all", files=".pt, .pth", pick=pick)

@@ -27,7 +27,8 @@ from __future__ import annotations
 from alexnet_parity.common import VARIANTS, Spec
 
 from ._common import finish, resolve_spec
-from .torch_fmt import read_state_dict, save_state_dict
+from .registry import Format
+from .torch_fmt import read_state_dict, save_state_dict, sniff
 
 CONV_INDICES = {"plain": (0, 3, 6, 8, 10), "lrn": (0, 4, 8, 10, 12)}
 FC_INDICES = (1, 4, 6)
@@ -95,3 +96,8 @@ def save(path: str, spec: Spec, weights: dict) -> None:
 
 def claims(path: str) -> bool:
     return path.endswith((".pt", ".pth"))
+
+
+# never guessed: a .pt/.pth guesses as torch, whose pick tells torchvision's keys
+FORMAT = Format("torchvision", load, save, claims, sniff, frameworks=("torch",), holds="all", files=".pt, .pth",
+                guessed=False)
