@@ -17,6 +17,7 @@ COMMANDS = {
     "train": ("train_cmd", "train a variant with the paper's recipe in torch, keras or flax"),
     "eval": ("eval_cmd", "top-1/top-5 of a checkpoint, centre crop or the paper's 10 crops"),
     "predict": ("predict_cmd", "the top classes of one image"),
+    "fetch": ("fetch_cmd", "download a public checkpoint (digest-checked, cached, resumable), optionally converted"),
 }
 
 
