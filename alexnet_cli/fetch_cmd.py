@@ -58,8 +58,12 @@ def run(args) -> int:
     if out is None:
         print(path)
         return 0
+    import os
+
     from alexnet_parity import weights_convert as wc
 
+    if args.to and args.to.endswith(os.sep):  # a folder named as one may not exist yet
+        os.makedirs(args.to, exist_ok=True)
     if not args.quiet:
         print(f"[fetch] converting {path} ({entry.format}) to {out} ({fmt}) ...", file=sys.stderr, flush=True)
     spec, weights = wc.load(path, fmt=entry.format, variant=entry.variant)

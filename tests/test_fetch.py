@@ -40,8 +40,9 @@ class Server:
     """Serves `files` (path -> bytes); honours Range; `cut` drops the connection after that many bytes on the
     first request for a path; records each request's Range header."""
 
-    def __init__(self, files: dict[str, bytes], cut: int | None = None):
+    def __init__(self, files: dict[str, bytes], cut: int | None = None, honour_range: bool = True):
         self.files, self.cut, self.ranges, self.served = files, cut, [], set()
+        self.honour_range = honour_range
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -55,6 +56,7 @@ class Server:
                     return
                 rng = self.headers.get("Range")
                 owner.ranges.append(rng)
+                rng = rng if owner.honour_range else None
                 start = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0
                 if start >= len(data) and rng:
                     self.send_error(416)
@@ -218,11 +220,11 @@ def test_framework_picks_its_native_file_in_a_folder(capsys, monkeypatch, tmp_pa
     server = Server({"/torchvision": data})
     try:
         pin(monkeypatch, "torchvision", data, server)
-        code, stdout, err = cli(capsys, "torchvision", "--framework", "torch", "--to", str(tmp_path), "-q")
+        code, stdout, err = cli(capsys, "torchvision", "--framework", "torch", "--to", f"{tmp_path}/new/", "-q")
     finally:
         server.stop()
     assert code == 0, err
-    out = tmp_path / "torchvision.pt"
+    out = tmp_path / "new" / "torchvision.pt"
     assert err == "" and stdout.startswith(f"{out}: torch, ")
     spec2, back, fmt = wc.load_as(out)
     assert fmt == "torch" and spec2 == as_read(spec) and same(back, weights)
@@ -287,6 +289,18 @@ def test_one_fetch_retries_an_interrupted_download(monkeypatch, checkpoints):
     finally:
         server.stop()
     assert server.ranges == [None, f"bytes={len(data) // 3}-"]
+    assert open(path, "rb").read() == data
+
+
+def test_a_server_that_ignores_range_restarts_from_the_start(monkeypatch, checkpoints):
+    data, _, _ = checkpoints["torchvision"]
+    server = Server({"/torchvision": data}, cut=len(data) // 2, honour_range=False)
+    try:
+        pin(monkeypatch, "torchvision", data, server)
+        path = pt.fetch("torchvision", progress=False)
+    finally:
+        server.stop()
+    assert server.ranges == [None, f"bytes={len(data) // 2}-"]  # asked to resume, sent the whole file
     assert open(path, "rb").read() == data
 
 
