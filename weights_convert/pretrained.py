@@ -83,7 +83,7 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
         preprocessing_note="resize the short side to 256, centre crop 224, RGB in [0, 1], ImageNet mean/std",
         sources=(("url, accuracy, crop, size note", TORCHVISION_SRC),
                  ("digest", "torch.hub check_hash: SHA-256 starts with the 8 hex digits in the file name"),
-                 ("license", "pytorch/vision LICENSE (BSD-3-Clause) and its models documentation"))),
+                 ("license", "pytorch/vision LICENSE (BSD-3-Clause) and README.rst 'Pre-trained Model License' (pytorch/vision#5714)"))),
     Checkpoint(
         name="bvlc_alexnet", title="BVLC AlexNet (Caffe model zoo)",
         url="http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel", file_name="bvlc_alexnet.caffemodel",
