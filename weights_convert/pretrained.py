@@ -17,7 +17,6 @@ import hashlib
 import http.client
 import os
 import re
-import socket
 import sys
 import time
 import urllib.error
@@ -83,7 +82,8 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
         preprocessing_note="resize the short side to 256, centre crop 224, RGB in [0, 1], ImageNet mean/std",
         sources=(("url, accuracy, crop, size note", TORCHVISION_SRC),
                  ("digest", "torch.hub check_hash: SHA-256 starts with the 8 hex digits in the file name"),
-                 ("license", "pytorch/vision LICENSE (BSD-3-Clause) and README.rst 'Pre-trained Model License' (pytorch/vision#5714)"))),
+                 ("license", "pytorch/vision LICENSE (BSD-3-Clause) and README.rst 'Pre-trained Model License' "
+                             "(pytorch/vision#5714)"))),
     Checkpoint(
         name="bvlc_alexnet", title="BVLC AlexNet (Caffe model zoo)",
         url="http://dl.caffe.berkeleyvision.org/bvlc_alexnet.caffemodel", file_name="bvlc_alexnet.caffemodel",
@@ -195,7 +195,7 @@ class _Progress:
 
 def _download(entry: Checkpoint, part: str, progress: bool, say) -> None:
     """Append the rest of entry.url to `part` (from its current length, by an HTTP Range request). Raises
-    OSError-family errors (http.client.IncompleteRead, socket timeouts, URLError) on an interruption."""
+    OSError or HTTPException (URLError, timeouts, resets, http.client.IncompleteRead) on an interruption."""
     have = os.path.getsize(part) if os.path.exists(part) else 0
     request = urllib.request.Request(entry.url, headers={"User-Agent": "alexnet-parity"})
     if have:
