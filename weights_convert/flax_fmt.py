@@ -10,6 +10,7 @@ spec). A .msgpack is flax.serialization.msgpack_serialize(nnx.to_pure_dict(state
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -128,11 +129,64 @@ def save(path: str, spec: Spec, weights: dict) -> None:
     import orbax.checkpoint as ocp
 
     meta = {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json()}
-    with atomic_output(path.rstrip("/"), replaces=is_orbax_dir, what="an Orbax checkpoint") as tmp:
+    # directory=True: Orbax writes into a folder of its own beside the one it is given, which a failed
+    # write would otherwise leave behind
+    with atomic_output(path.rstrip("/"), replaces=is_orbax_dir, what="an Orbax checkpoint", directory=True) as tmp, \
+            _quiet_orbax():
         checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp, state, custom_metadata=meta)
-        checkpointer.wait_until_finished()
-        checkpointer.close()
+        try:
+            checkpointer.save(tmp, state, custom_metadata=meta)
+            checkpointer.wait_until_finished()
+        except BaseException:
+            _drain(os.path.dirname(tmp))
+            raise
+        finally:
+            checkpointer.close()
+
+
+def _drain(holder: str, quiet_s: float = 0.3, limit_s: float = 10.0) -> None:
+    """After a failed save, TensorStore's writes still in flight finish on their own threads: wait until the
+    holder stops changing, so that removing it removes all."""
+    import time
+
+    def snapshot():
+        return sorted((d, f, os.path.getsize(os.path.join(d, f)) if os.path.exists(os.path.join(d, f)) else -1)
+                      for d, _, files in os.walk(holder) for f in files)
+
+    start, last, seen = time.monotonic(), time.monotonic(), snapshot()
+    while time.monotonic() - start < limit_s and time.monotonic() - last < quiet_s:
+        time.sleep(0.05)
+        now = snapshot()
+        if now != seen:
+            seen, last = now, time.monotonic()
+
+
+def _late_report(value) -> bool:
+    """What TensorStore's late callbacks raise after a failed save: they report to Orbax's closed loop."""
+    return isinstance(value, RuntimeError) and "Event loop is closed" in str(value)
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs every failed write of its background threads (hundreds of lines on a full disk) before
+    raising, and their late callbacks print tracebacks; the error that reaches the caller says it once."""
+    import logging
+    import sys
+
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax", "jax")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    hooks = sys.excepthook, sys.unraisablehook
+    # the late reports of a failed save come from TensorStore's threads, during and after the save
+    sys.excepthook = lambda kind, value, tb: _late_report(value) or hooks[0](kind, value, tb)
+    sys.unraisablehook = lambda info: _late_report(info.exc_value) or hooks[1](info)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+    sys.excepthook, sys.unraisablehook = hooks  # only after a save that succeeded: nothing is late then
 
 
 def is_orbax_dir(path: str) -> bool:

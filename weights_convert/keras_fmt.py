@@ -136,16 +136,38 @@ def save(path: str, spec: Spec, weights: dict) -> None:
         raise ValueError(f"{path}: Keras writes .weights.h5 (weights) or .keras (whole model) files")
     tf_impl = _framework()
     model = tf_impl.build_model(spec, weights)
-    with atomic_output(path, suffix=suffix, replaces=sniff, what=f"a Keras {suffix} file") as tmp:
-        if suffix == ".keras":
-            model.save(tmp)
-        else:
-            model.save_weights(tmp)
-            import h5py
+    data = _keras_bytes(model) if suffix == ".keras" else _weights_h5_bytes(model, spec)
+    with atomic_output(path, suffix=suffix, replaces=sniff, what=f"a Keras {suffix} file") as tmp, \
+            open(tmp, "wb") as fh:
+        fh.write(data)
 
-            with h5py.File(tmp, "r+") as f:
-                for key, value in {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json()}.items():
-                    f.attrs[ATTR_PREFIX + key] = str(value).lower() if isinstance(value, bool) else value
+
+# Both files are made in memory and written with Python's own I/O: HDF5 crashes the process (SIGSEGV) when
+# its write fails on a full disk, and Keras's .keras writer may put the weights in a temporary file of its own.
+
+def _keras_bytes(model) -> bytes:
+    import io
+
+    from keras.src.saving import saving_lib  # model.save takes paths only; this is what it calls
+
+    buf = io.BytesIO()
+    saving_lib.save_model(model, buf)
+    return buf.getvalue()
+
+
+def _weights_h5_bytes(model, spec: Spec) -> bytes:
+    """model.save_weights' file (the model.weights.h5 a .keras holds is the same file), plus our attributes."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(io.BytesIO(_keras_bytes(model))) as archive:
+        h5 = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(h5, "r+") as f:
+        for key, value in {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json()}.items():
+            f.attrs[ATTR_PREFIX + key] = str(value).lower() if isinstance(value, bool) else value
+    return h5.getvalue()
 
 
 def claims(path: str) -> bool:

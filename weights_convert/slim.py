@@ -126,6 +126,7 @@ def from_canonical(spec: Spec, weights: dict) -> dict[str, np.ndarray]:
 
 def save(path: str, spec: Spec, weights: dict) -> None:
     tensors = from_canonical(spec, weights)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # a failed SaveV2 logs a warning besides raising
     import tensorflow as tf
 
     if os.path.isdir(path):
