@@ -17,7 +17,7 @@ import numpy as np
 
 from alexnet_parity.common import Spec
 
-from ._common import atomic_output, finish, spec_of_file, starts_with
+from ._common import atomic_output, check_regular, check_tree, finish, spec_of_file, starts_with
 
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
 ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA", "manifest.ocdbt")
@@ -38,8 +38,9 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(err).__name__
 
 
-def _canonical_shapes(tree: dict, path: str) -> tuple[dict, dict]:
-    """(pure {layer: {kernel, bias}} of numpy arrays, canonical shapes) from a restored tree."""
+def _canonical_shapes(tree: dict, path: str, arrays_too: bool = True) -> tuple[dict, dict]:
+    """(pure {layer: {kernel, bias}} of numpy arrays, canonical shapes) from a restored tree, or from its
+    metadata (leaves with .shape and .dtype only) with arrays_too=False."""
     if not isinstance(tree, dict):
         raise ValueError(f"{path}: holds a {type(tree).__name__}, not a state dict")
     pure, shapes = {}, {}
@@ -55,11 +56,11 @@ def _canonical_shapes(tree: dict, path: str) -> tuple[dict, dict]:
                 value = value["value"]
             if not hasattr(value, "shape") or not hasattr(value, "dtype"):
                 raise ValueError(f"{path}: {layer}/{kind} is a {type(value).__name__}, not an array")
-            arrays[kind] = np.asarray(value)
+            arrays[kind] = np.asarray(value) if arrays_too else value
         pure[layer] = arrays
-        k = arrays["kernel"].shape
+        k = tuple(arrays["kernel"].shape)
         shapes[f"{layer}.weight"] = (k[3], k[2], k[0], k[1]) if len(k) == 4 else tuple(reversed(k))
-        shapes[f"{layer}.bias"] = arrays["bias"].shape
+        shapes[f"{layer}.bias"] = tuple(arrays["bias"].shape)
     if not pure:
         raise ValueError(f"{path}: holds no parameters")
     return pure, shapes
@@ -81,6 +82,7 @@ def _export(spec: Spec, pure: dict, path: str) -> dict:
 def _load_msgpack(path: str):
     from flax import serialization
 
+    check_regular(path)
     with open(path, "rb") as fh:
         data = fh.read()
     try:
@@ -89,7 +91,14 @@ def _load_msgpack(path: str):
         raise ValueError(f"{path}: not a readable msgpack file (truncated or corrupt?): {_first_line(err)}") from None
 
 
-def _load_orbax(path: str):
+MAX_EXPANSION = 16  # TensorStore compresses float32 weights by a few percent; far more is a forged size
+
+
+def _load_orbax(path: str, variant, input_size):
+    """(spec, restored tree) of an Orbax directory. Its entries are checked first (regular files, links
+    inside it: a metadata file linked to /dev/zero or a FIFO is refused), and the spec is resolved from the
+    metadata's shapes before anything is restored, whose size must fit what the directory stores."""
+    stored = check_tree(path, path)
     _framework()
     import jax
     import orbax.checkpoint as ocp
@@ -100,18 +109,32 @@ def _load_orbax(path: str):
         meta = checkpointer.metadata(where)
         custom = dict(getattr(meta, "custom_metadata", None) or {})
         layout = getattr(meta.item_metadata, "tree", meta.item_metadata)
+    except Exception as err:  # noqa: BLE001 -- Orbax/TensorStore raise many types on a damaged directory
+        raise ValueError(f"{path}: not a readable Orbax checkpoint (damaged?): {_first_line(err)}") from None
+    _, shapes = _canonical_shapes(layout, path, arrays_too=False)
+    spec = spec_of_file(custom, shapes, path, variant, input_size)
+    declared = sum(int(np.prod(m.shape, dtype=np.int64)) * np.dtype(m.dtype).itemsize
+                   for m in jax.tree.leaves(layout, is_leaf=lambda m: hasattr(m, "shape")))
+    if declared > MAX_EXPANSION * stored + (1 << 20):
+        raise ValueError(f"{path}: its metadata declares {declared} bytes of arrays, the directory stores "
+                         f"{stored}: forged sizes or a damaged checkpoint")
+    try:
         # restore into numpy arrays: no device or sharding from the writer's machine is needed
         target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), layout, is_leaf=lambda m: hasattr(m, "shape"))
         tree = checkpointer.restore(where, target)
     except Exception as err:  # noqa: BLE001 -- Orbax/TensorStore raise many types on a damaged directory
         raise ValueError(f"{path}: not a readable Orbax checkpoint (damaged?): {_first_line(err)}") from None
-    return tree, custom
+    return spec, tree
 
 
 def load(path: str, variant: str | None = None, input_size: int | None = None) -> tuple[Spec, dict]:
-    tree, meta = _load_orbax(path) if os.path.isdir(path) else _load_msgpack(path)
-    pure, shapes = _canonical_shapes(tree, path)
-    spec = spec_of_file(meta, shapes, path, variant, input_size)
+    if os.path.isdir(path):
+        spec, tree = _load_orbax(path, variant, input_size)
+        pure, _ = _canonical_shapes(tree, path)
+    else:
+        tree, meta = _load_msgpack(path)
+        pure, shapes = _canonical_shapes(tree, path)
+        spec = spec_of_file(meta, shapes, path, variant, input_size)
     return finish(spec, _export(spec, pure, path), path)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from alexnet_parity.common import Spec
 
-from ._common import atomic_output, finish, resolve_spec, starts_with
+from ._common import atomic_output, check_regular, finish, resolve_spec, starts_with
 
 WRAPPER_KEYS = ("state_dict", "model")  # training scripts' {"epoch": ..., "state_dict": ...} containers
 KEY_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DistributedDataParallel, torch.compile
@@ -27,6 +27,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
     import torch
 
+    check_regular(path)
     try:
         # no mmap: a corrupt zip entry could map past the end of the file and fault on first touch
         obj = torch.load(path, map_location="cpu", weights_only=True)
