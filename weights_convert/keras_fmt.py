@@ -49,31 +49,37 @@ def _check_h5_objects(f, path: str) -> None:
     its size, so what a reader allocates is bounded by the file's size. Keras writes none of these."""
     import h5py
 
-    count = 0
+    count, problem = 0, []
 
-    def visit(name, link):
+    def visit(name, link):  # h5py cannot raise through its visitor: keep the first problem and stop
         nonlocal count
         count += 1
         if count > MAX_H5_OBJECTS:
-            raise ValueError(f"{path}: holds more than {MAX_H5_OBJECTS} HDF5 objects: not a Keras weights file")
-        if isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+            problem.append(f"holds more than {MAX_H5_OBJECTS} HDF5 objects: not a Keras weights file")
+        elif isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
             kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
-            raise ValueError(f"{path}: {name!r} is {kind} ({getattr(link, 'filename', '') or link.path}); "
-                             f"Keras writes none, refusing to follow it")
-        obj = f.get(name)
-        if isinstance(obj, h5py.Dataset):
-            plist = obj.id.get_create_plist()
-            if plist.get_external_count() or obj.is_virtual:
-                raise ValueError(f"{path}: dataset {name!r} keeps its data in other files; refusing to read it")
-            if obj.dtype.kind != "f" or obj.dtype.itemsize > 8:
-                raise ValueError(f"{path}: dataset {name!r} has dtype {obj.dtype}; weights must be floating point")
-            if obj.id.get_storage_size() < obj.size * obj.dtype.itemsize:
-                raise ValueError(f"{path}: dataset {name!r} declares {obj.size * obj.dtype.itemsize} bytes but "
-                                 f"stores {obj.id.get_storage_size()} (compressed or unwritten); "
-                                 f"Keras writes them whole")
-        return None
+            problem.append(f"{name!r} is {kind} ({getattr(link, 'filename', '') or link.path}); Keras writes "
+                           f"none, refusing to follow it")
+        else:
+            obj = f.get(name)
+            if isinstance(obj, h5py.Dataset):
+                problem.extend(_dataset_problem(obj, name)[:1])
+        return True if problem else None
 
     f.visititems_links(visit)
+    if problem:
+        raise ValueError(f"{path}: {problem[0]}")
+
+
+def _dataset_problem(obj, name: str) -> list[str]:
+    if obj.id.get_create_plist().get_external_count() or obj.is_virtual:
+        return [f"dataset {name!r} keeps its data in other files; refusing to read it"]
+    if obj.dtype.kind != "f" or obj.dtype.itemsize > 8:
+        return [f"dataset {name!r} has dtype {obj.dtype}; weights must be floating point"]
+    if obj.id.get_storage_size() < obj.size * obj.dtype.itemsize:
+        return [f"dataset {name!r} declares {obj.size * obj.dtype.itemsize} bytes but stores "
+                f"{obj.id.get_storage_size()} (compressed or unwritten); Keras writes them whole"]
+    return []
 
 
 def _h5_layout(path: str) -> tuple[dict, dict]:
