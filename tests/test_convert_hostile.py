@@ -51,6 +51,12 @@ def sources(tmp_path_factory):
     return root
 
 
+# the read-only and mode tests of the framework formats build a model each: CI runs the numpy and torch ones
+LIGHT = ("canonical", "torch", "torchvision", "caffe")
+LIGHT_FIRST = [c if c[0] in LIGHT else pytest.param(*[c], marks=pytest.mark.slow, id=container_id(c))
+               for c in CONTAINERS]
+
+
 def _src_for(fmt, sources):
     return str(sources / ("slim.safetensors" if fmt == "slim" else "tv.safetensors"))
 
@@ -111,7 +117,7 @@ def _read_only_dir(tmp_path):
     pytest.skip("no folder that refuses writes for this user")
 
 
-@pytest.mark.parametrize("container", CONTAINERS, ids=container_id)
+@pytest.mark.parametrize("container", LIGHT_FIRST, ids=container_id)
 def test_a_read_only_destination_is_one_line(container, sources, tmp_path, capsys):
     fmt, ending, options = container
     if not frameworks_present(fmt):
@@ -435,7 +441,7 @@ def test_a_dead_writers_leftovers_go_with_the_next_write(sources, tmp_path):
 
 # --- the smaller ones ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("container", CONTAINERS, ids=container_id)
+@pytest.mark.parametrize("container", LIGHT_FIRST, ids=container_id)
 def test_outputs_get_the_umasks_mode(container, sources, tmp_path):
     fmt, ending, options = container
     if not frameworks_present(fmt):
