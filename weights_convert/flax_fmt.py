@@ -121,7 +121,8 @@ def _load_orbax(path: str, variant, input_size):
     try:
         # restore into numpy arrays: no device or sharding from the writer's machine is needed
         target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), layout, is_leaf=lambda m: hasattr(m, "shape"))
-        tree = checkpointer.restore(where, target)
+        with _quiet_orbax():  # a damaged file fails in TensorStore's threads, as a full disk does when writing
+            tree = checkpointer.restore(where, target)
     except Exception as err:  # noqa: BLE001 -- Orbax/TensorStore raise many types on a damaged directory
         raise ValueError(f"{path}: not a readable Orbax checkpoint (damaged?): {_first_line(err)}") from None
     return spec, tree
@@ -191,8 +192,8 @@ def _late_report(value) -> bool:
 
 @contextlib.contextmanager
 def _quiet_orbax():
-    """Orbax logs every failed write of its background threads (hundreds of lines on a full disk) before
-    raising, and their late callbacks print tracebacks; the error that reaches the caller says it once."""
+    """Orbax logs every failed read or write of its background threads (hundreds of lines on a full disk)
+    before raising, and their late callbacks print tracebacks; the error that reaches the caller says it once."""
     import logging
     import sys
 

@@ -144,6 +144,9 @@ def check_index(prefix: str, path: str) -> None:
             for n, w, dim in pw.parse(raw, what):
                 if n == 2 and w == pw.LEN:
                     dims.append(next((pw.signed(v) for k, t, v in pw.parse(dim, what) if k == 1 and t == pw.VARINT), 0))
+        if len(dims) > 32:
+            raise ValueError(f"{what}: tensor {name!r} has {len(dims)} dimensions (TensorFlow allows 254; "
+                             f"no checkpoint of AlexNet has more than 4)")
         if any(d < 0 for d in dims):
             raise ValueError(f"{what}: tensor {name!r} has a negative dimension {tuple(dims)}")
         count = int(np.prod(dims, dtype=object)) if dims else 1
