@@ -51,16 +51,34 @@ def _mib(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB"
 
 
+def _one_line_warnings() -> None:
+    """A checkpoint's warnings (e.g. --variant contradicting the file) as one stderr line each."""
+    import warnings
+
+    from alexnet_parity.weights_convert._common import CheckpointWarning
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CheckpointWarning):
+            print(f"alexnet convert: warning: {message}", file=sys.stderr, flush=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def run(args) -> int:
     from alexnet_parity import weights_convert as wc
     from alexnet_parity.weights_convert._common import file_size
 
+    _one_line_warnings()
     say = (lambda msg: None) if args.quiet else (lambda msg: print(f"[convert] {msg}", file=sys.stderr, flush=True))
     src_fmt = wc.get_format(args.src_format).name if args.src_format else wc.guess_format(args.src, reading=True)
     dst_fmt = wc.get_format(args.dst_format).name if args.dst_format else wc.guess_format(args.dst, reading=False)
     if args.prototxt and src_fmt != "caffe":
         raise ValueError(f"--prototxt goes with a caffe SRC, not {src_fmt}")
-    large = os.path.exists(args.src) and file_size(args.src) >= LARGE
+    large = file_size(args.src) >= LARGE if os.path.exists(args.src) or src_fmt == "slim" else False
     if not large:
         say = (lambda msg: None)
 
@@ -78,7 +96,7 @@ def run(args) -> int:
     say(f"writing {args.dst} ({dst_fmt}) ...")
     save_options = {"container": args.caffe_container} if dst_fmt == "caffe" else {}
     wc.save(args.dst, spec, weights, fmt=dst_fmt, **save_options)
-    say(f"wrote {_mib(file_size(args.dst) if os.path.exists(args.dst) else 0)} ({time.perf_counter() - t1:.1f} s)")
+    say(f"wrote {_mib(file_size(args.dst))} ({time.perf_counter() - t1:.1f} s)")  # a file, folder or TF prefix
     print(f"{args.dst}: {dst_fmt}, {spec.describe()}, {params:,} parameters (from {src_fmt} {args.src})")
 
     if args.verify:

@@ -25,6 +25,24 @@ class UserError(Exception):
     """A problem with the user's input: printed as one line, exit status 2."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C: every writer's cleanup (the
+    temporaries of atomic_output) runs, where the default action would end the process on the spot."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _handle_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+            signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _terminate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alexnet",
@@ -49,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     keep_large_buffers()  # before any framework starts a thread
+    _handle_sigterm()
     module = importlib.import_module(f"alexnet_parity.alexnet_cli.{args._module}")
     try:
         return int(module.run(args) or 0)
@@ -56,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"alexnet {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"alexnet {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)
         return 130

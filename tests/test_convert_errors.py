@@ -168,9 +168,8 @@ def test_a_failing_writer_leaves_nothing(tmp_path, monkeypatch):
     wc.save(str(out / "keep.pt"), SPEC, _weights(seed=1))  # a checkpoint, so the writer may replace it
     old_contents = (out / "keep.pt").read_bytes()
 
-    def broken_save(obj, path, *a, **k):
-        with open(path, "wb") as f:
-            f.write(b"partial")
+    def broken_save(obj, f, *a, **k):  # torch_fmt hands torch.save an open file
+        f.write(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
@@ -178,8 +177,8 @@ def test_a_failing_writer_leaves_nothing(tmp_path, monkeypatch):
         wc.save(str(out / "keep.pt"), SPEC, _weights())
     assert sorted(os.listdir(out)) == ["keep.pt"] and (out / "keep.pt").read_bytes() == old_contents
 
-    def interrupted(obj, path, *a, **k):
-        open(path, "wb").close()
+    def interrupted(obj, f, *a, **k):
+        f.write(b"")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(torch, "save", interrupted)

@@ -7,10 +7,14 @@ which variant, input size and class count those shapes mean, and `finish` checks
 from __future__ import annotations
 
 import contextlib
+import errno as errno_codes
 import json
 import os
+import re
 import shutil
+import stat
 import uuid
+import warnings
 
 import numpy as np
 
@@ -183,9 +187,182 @@ def finish(spec: Spec, weights: dict, source: str) -> tuple[Spec, dict[str, np.n
     return spec, {name: weights[name] for name in spec.weight_shapes()}
 
 
+# --- what a reader may open ------------------------------------------------------------------------------
+
+class CheckpointWarning(UserWarning):
+    """Something about a checkpoint the user should know, that does not stop it loading."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(message, CheckpointWarning, stacklevel=3)
+
+
+def _kind_of(mode: int) -> str:
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode) else
+            "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
+def check_regular(path: str, source: str | None = None, what: str = "") -> int:
+    """A reader opens only regular files (a FIFO would hang it, /dev/zero fill memory): the file's size, or
+    a ValueError naming it. Symlinks are followed (a user may link to a checkpoint)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{source or path}: {what + ' ' if what else ''}{path} does not exist") from None
+    except OSError as err:
+        raise ValueError(f"{source or path}: cannot read {what + ' ' if what else ''}{path}: {err.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            raise ValueError(f"{source or path}: {what + ' ' if what else ''}{path} is a directory, not a file")
+        raise ValueError(f"{source or path}: {what + ' ' if what else ''}{path} is {_kind_of(st.st_mode)}, "
+                         f"not a regular file; refusing to read it")
+    return st.st_size
+
+
+def inside(path: str, root: str) -> bool:
+    """Does `path` (after resolving every link) lie inside the directory `root`?"""
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
+
+
+MAX_TREE_ENTRIES = 10_000  # a checkpoint directory holds tens of files; more is a hostile or wrong folder
+MAX_TREE_DEPTH = 16
+
+
+def check_tree(root: str, source: str) -> int:
+    """Every entry under a checkpoint directory is a regular file or a directory, links stay inside it, and
+    it is not absurdly deep or wide: the total size of its files, or a ValueError naming the entry."""
+    total, count, base = 0, 0, os.path.realpath(root)
+    pending = [(root, 0)]
+    while pending:
+        folder, depth = pending.pop()
+        if depth > MAX_TREE_DEPTH:
+            raise ValueError(f"{source}: {folder} is nested more than {MAX_TREE_DEPTH} levels deep: "
+                             f"not a checkpoint directory")
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as err:
+            raise ValueError(f"{source}: cannot list {folder}: {err.strerror}") from None
+        for entry in entries:
+            count += 1
+            if count > MAX_TREE_ENTRIES:
+                raise ValueError(f"{source}: holds more than {MAX_TREE_ENTRIES} entries: not a checkpoint directory")
+            if entry.is_symlink() and not inside(entry.path, base):
+                raise ValueError(f"{source}: {entry.path} is a link to {os.path.realpath(entry.path)}, outside "
+                                 f"the checkpoint; refusing to follow it")
+            try:
+                st = os.stat(entry.path)
+            except OSError as err:
+                raise ValueError(f"{source}: cannot read {entry.path}: {err.strerror}") from None
+            if stat.S_ISDIR(st.st_mode):
+                if entry.is_symlink():  # a link to a folder inside: a loop, or a second path to the same files
+                    raise ValueError(f"{source}: {entry.path} is a link to a directory; refusing to follow it")
+                pending.append((entry.path, depth + 1))
+            elif stat.S_ISREG(st.st_mode):
+                total += st.st_size
+            else:
+                raise ValueError(f"{source}: {entry.path} is {_kind_of(st.st_mode)}, not a regular file; "
+                                 f"refusing to read it")
+    return total
+
+
+def check_member(path: str, folder: str, source: str, what: str) -> int:
+    """A file a checkpoint refers to (a shard, a linked file): it must lie in the checkpoint's folder (after
+    links) and be a regular file; its size."""
+    if not inside(path, folder):
+        raise ValueError(f"{source}: {what} {path} resolves to {os.path.realpath(path)}, outside {folder}; "
+                         f"refusing to read it")
+    return check_regular(path, source, what)
+
+
 # --- writing ----------------------------------------------------------------------------------------------
 
+# What a write failure looks like in the libraries that do the writing: Python's OSError carries errno;
+# safetensors, h5py, TensorFlow and TensorStore put it (or its text) in their messages.
+_ERRNO_PATTERNS = (re.compile(r"os error (\d+)"), re.compile(r"os_error_code='?(\d+)"),
+                   re.compile(r"errno = (\d+)"), re.compile(r"\[Errno (\d+)\]"))
+_ERRNO_TEXTS = {errno_codes.ENOSPC: ("No space left on device", "RESOURCE_EXHAUSTED"),
+                errno_codes.EFBIG: ("File too large",), errno_codes.EROFS: ("Read-only file system",),
+                errno_codes.EACCES: ("Permission denied",), errno_codes.EDQUOT: ("Disk quota exceeded",)}
+
+
+def write_errno(err: BaseException) -> int | None:
+    """The OS error number behind a writer's exception, or None when it is not an OS write failure."""
+    if isinstance(err, OSError) and err.errno:
+        return err.errno
+    text = str(err)
+    for pattern in _ERRNO_PATTERNS:
+        match = pattern.search(text)
+        if match:
+            return int(match.group(1))
+    return next((code for code, texts in _ERRNO_TEXTS.items() if any(t in text for t in texts)), None)
+
+
+def write_error(path: str, code: int) -> ValueError:
+    hint = {errno_codes.ENOSPC: "free some space or choose another place",
+            errno_codes.EFBIG: "the file size limit (ulimit -f) or the file system's is too small",
+            errno_codes.EROFS: "choose a writable place", errno_codes.EACCES: "choose a writable place",
+            errno_codes.EDQUOT: "free some space or choose another place"}.get(code, "")
+    return ValueError(f"{path}: cannot write: {os.strerror(code)}" + (f" ({hint})" if hint else "")
+                      + "; nothing was written")
+
+
+def _output_mode(path: str, is_dir: bool) -> int:
+    """What a plain open() or mkdir() would give: the umask's mode, or an existing file's own."""
+    if os.path.lexists(path) and not os.path.islink(path):
+        return stat.S_IMODE(os.stat(path).st_mode)
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if is_dir else 0o666) & ~mask
+
+
+def _set_mode(tmp: str, mode: int) -> None:
+    """Libraries create files 0600 (safetensors, tempfile): give the output the mode a user expects.
+    Directories: the top only (inside, the writer's own modes)."""
+    with contextlib.suppress(OSError):
+        os.chmod(tmp, mode)
+    if os.path.isdir(tmp):
+        for folder, dirs, files in os.walk(tmp):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    os.chmod(os.path.join(folder, name), mode & 0o666)
+
+
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{12}\.tmp")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale(path: str) -> list[str]:
+    """Remove the temporaries that a killed writer (SIGKILL, power loss) left beside `path`: the names
+    temp_name made for the same destination, whose pid is no longer running. Returns what it removed."""
+    parent, name = os.path.split(os.path.abspath(path))
+    removed = []
+    try:
+        entries = os.listdir(parent)
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP.match(entry)
+        if match and match.group("name") == name and int(match.group("pid")) != os.getpid() \
+                and not _alive(int(match.group("pid"))):
+            _remove(os.path.join(parent, entry))
+            removed.append(entry)
+    return removed
+
+
+
 def _remove(path: str) -> None:
+    if not os.path.lexists(path):
+        return
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -266,31 +443,51 @@ def _replace_directory(tmp: str, path: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str, suffix: str = "", replaces=None, what: str = "a checkpoint of this format"):
+def atomic_output(path: str, suffix: str = "", replaces=None, what: str = "a checkpoint of this format",
+                  directory: bool = False):
     """Yields a temporary path (file or directory, as the writer makes it) next to `path`; on success it
-    replaces `path` in one rename, on any error (or Ctrl-C) it is removed, so no partial output is left.
+    replaces `path` in one rename, on any error (or Ctrl-C, or SIGTERM through the CLI's handler) it is
+    removed, so no partial output is left. A write that fails for an OS reason (no space, read-only,
+    permission) is one ValueError line naming `path`. Temporaries a killed writer left for the same
+    destination are removed first.
 
     An existing `path` is replaced only when `replaces(path)` says it is a checkpoint of the same format
     (or it is an empty file); anything else is refused before writing. `suffix` keeps an extension that
-    a writer insists on (Keras's .keras and .weights.h5)."""
+    a writer insists on (Keras's .keras and .weights.h5). directory=True: the writer makes a directory and
+    may put its own temporaries beside it (Orbax does), so the yielded path lies inside a hidden holder
+    directory that is removed as a whole."""
     _check_destination(path)
     check_replaceable(path, replaces, what)
-    tmp = temp_name(path, suffix)
+    remove_stale(path)
+    holder = temp_name(path, ".d") if directory else None
     try:
-        yield tmp
-        if not os.path.exists(tmp):
-            raise RuntimeError(f"{path}: the writer produced no output")
-        check_replaceable(path, replaces, what)  # it may have appeared while we wrote
-        if os.path.lexists(path) and os.path.isdir(path) != os.path.isdir(tmp):
-            kind = "directory" if os.path.isdir(path) else "file"
-            raise ValueError(f"{path}: exists as a {kind}; remove it or choose another name")
-        if os.path.isdir(path) and not os.path.islink(path):
-            _replace_directory(tmp, path)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        _remove(tmp)
-        raise
+        if holder is not None:
+            os.mkdir(holder)
+        tmp = os.path.join(holder, os.path.basename(path)) if holder else temp_name(path, suffix)
+        try:
+            yield tmp
+            if not os.path.exists(tmp):
+                raise RuntimeError(f"{path}: the writer produced no output")
+            _set_mode(tmp, _output_mode(path, os.path.isdir(tmp)))
+            check_replaceable(path, replaces, what)  # it may have appeared while we wrote
+            if os.path.lexists(path) and os.path.isdir(path) != os.path.isdir(tmp):
+                kind = "directory" if os.path.isdir(path) else "file"
+                raise ValueError(f"{path}: exists as a {kind}; remove it or choose another name")
+            if os.path.isdir(path) and not os.path.islink(path):
+                _replace_directory(tmp, path)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if holder is None and os.path.lexists(tmp):
+                _remove(tmp)
+    except Exception as err:
+        code = write_errno(err)
+        if code is None:
+            raise
+        raise write_error(path, code) from None
+    finally:
+        if holder is not None:
+            _remove(holder)
 
 
 @contextlib.contextmanager
@@ -298,12 +495,14 @@ def atomic_prefix(prefix: str, last: tuple[str, ...] = (), replaces=None, what: 
     """For a checkpoint made of several files named prefix + ending (TF's .index and .data-*): yields a
     temporary prefix inside a hidden directory beside it; on success each file is renamed into place, the
     endings in `last` (the file that makes the checkpoint visible) after the others. Each destination file
-    that exists must pass `replaces` (the format's sniffer of a prefix + ending path)."""
+    that exists must pass `replaces` (the format's sniffer of a prefix + ending path). OS write failures are
+    one line, as in atomic_output."""
     _check_destination(prefix)
+    remove_stale(prefix)
     tmp_dir = temp_name(prefix, ".d")
-    os.mkdir(tmp_dir)
-    tmp_prefix = os.path.join(tmp_dir, "ckpt")
     try:
+        os.mkdir(tmp_dir)
+        tmp_prefix = os.path.join(tmp_dir, "ckpt")
         for ending in last:
             check_replaceable(prefix + ending, replaces, what)
         yield tmp_prefix
@@ -313,12 +512,24 @@ def atomic_prefix(prefix: str, last: tuple[str, ...] = (), replaces=None, what: 
         for ending in endings:
             check_replaceable(prefix + ending, replaces, what)
         for ending in sorted(endings, key=lambda e: e in last):
+            _set_mode(tmp_prefix + ending, _output_mode(prefix + ending, False))
             os.replace(tmp_prefix + ending, prefix + ending)
+    except Exception as err:
+        code = write_errno(err)
+        if code is None:
+            raise
+        raise write_error(prefix, code) from None
     finally:
         _remove(tmp_dir)
 
 
 def file_size(path: str) -> int:
+    """Bytes of a checkpoint: a file, a directory's files, or a TF prefix's .index and .data-* files."""
+    if not os.path.exists(path):
+        parent, name = os.path.split(os.path.abspath(path))
+        parts = [os.path.join(parent, f) for f in os.listdir(parent)
+                 if f == name + ".index" or f.startswith(name + ".data-")] if os.path.isdir(parent) else []
+        return sum(os.path.getsize(p) for p in parts)
     if os.path.isdir(path):
         return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
     return os.path.getsize(path)

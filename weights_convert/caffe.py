@@ -30,7 +30,7 @@ from alexnet_parity.common import LRN, VARIANTS, AdaptiveAvgPool, Conv, Dense, D
 
 from . import protowire as pw
 from . import prototxt
-from ._common import atomic_output, finish, resolve_spec, shape_str
+from ._common import atomic_output, check_regular, finish, resolve_spec, shape_str, warn
 from .registry import Format
 
 PARAM_LAYERS = {**{f"conv{i}": "Convolution" for i in range(1, 6)},
@@ -190,6 +190,7 @@ def _read_v0_layer(f, what) -> CaffeLayer:
 
 
 def read_caffemodel(path: str) -> CaffeNet:
+    check_regular(path)
     with open(path, "rb") as fh:
         data = fh.read()
     f = pw.parse(data, path)
@@ -227,7 +228,12 @@ def _crop_size(layers) -> int | None:
 
 # --- reading a .prototxt --------------------------------------------------------------------------------
 
+MAX_PROTOTXT = 16 << 20  # AlexNet's deploy.prototxt is 4 KB, a train_val one 6 KB
+
+
 def read_prototxt(path: str) -> CaffeNet:
+    if check_regular(path, what="prototxt") > MAX_PROTOTXT:
+        raise ValueError(f"{path}: over {MAX_PROTOTXT >> 20} MiB: not a Caffe net definition")
     try:
         with open(path, encoding="utf-8") as fh:
             net = prototxt.parse(fh.read(), path)
@@ -425,7 +431,9 @@ def load(path: str, variant: str | None = None, input_size: int | None = None,
     weights = to_canonical(net, path)
     text = read_prototxt(prototxt) if prototxt else None
     candidates = None
-    if variant is None:
+    if variant is not None:
+        _warn_if_contradicted(variant, ((path, net), (prototxt, text)))
+    else:
         for source, source_net in ((path, net), (prototxt, text)):
             if source_net is not None:
                 allowed = structural_candidates(source_net, source)
@@ -440,6 +448,21 @@ def load(path: str, variant: str | None = None, input_size: int | None = None,
     if text is not None:
         _check_text_params(spec, text, prototxt)
     return finish(spec, weights, path)
+
+
+def _warn_if_contradicted(variant: str, sources) -> None:
+    """--variant overrides what a file records; when the file records another variant's layer order or LRN
+    constants, say so (the weights then run in a net they were not trained in)."""
+    for source, source_net in sources:
+        if source_net is None:
+            continue
+        try:
+            allowed = structural_candidates(source_net, source)
+        except ValueError:  # records a layer list no variant has; --variant was the way to load it anyway
+            continue
+        if allowed is not None and variant not in allowed:
+            warn(f"{source}: its layers ({describe_signature(_signature_of_file(source_net.layers))}) are "
+                 f"{' or '.join(allowed)}'s, not {variant}'s; loading as {variant}, as --variant says")
 
 
 # --- writing ----------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import struct
 
 from alexnet_parity.common import Spec
 
-from ._common import atomic_output, finish, spec_of_file
+from ._common import atomic_output, check_regular, finish, spec_of_file
 from .registry import Format
 
 FORMAT_TAG = "alexnet-parity/canonical/1"
@@ -22,6 +22,7 @@ FORMAT_TAG = "alexnet-parity/canonical/1"
 def load(path: str, variant: str | None = None, input_size: int | None = None) -> tuple[Spec, dict]:
     from safetensors import SafetensorError, safe_open
 
+    check_regular(path)
     try:
         with safe_open(path, framework="numpy") as f:
             meta = f.metadata() or {}

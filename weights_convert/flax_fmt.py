@@ -10,13 +10,14 @@ spec). A .msgpack is flax.serialization.msgpack_serialize(nnx.to_pure_dict(state
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 
 from alexnet_parity.common import Spec, canonical_shape
 
-from ._common import atomic_output, finish, spec_of_file, starts_with
+from ._common import atomic_output, check_regular, check_tree, finish, spec_of_file, starts_with
 from .registry import Format
 
 PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
@@ -38,8 +39,9 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(err).__name__
 
 
-def _canonical_shapes(tree: dict, path: str) -> tuple[dict, dict]:
-    """(pure {layer: {kernel, bias}} of numpy arrays, canonical shapes) from a restored tree."""
+def _canonical_shapes(tree: dict, path: str, arrays_too: bool = True) -> tuple[dict, dict]:
+    """(pure {layer: {kernel, bias}} of numpy arrays, canonical shapes) from a restored tree, or from its
+    metadata (leaves with .shape and .dtype only) with arrays_too=False."""
     if not isinstance(tree, dict):
         raise ValueError(f"{path}: holds a {type(tree).__name__}, not a state dict")
     pure, shapes = {}, {}
@@ -55,10 +57,10 @@ def _canonical_shapes(tree: dict, path: str) -> tuple[dict, dict]:
                 value = value["value"]
             if not hasattr(value, "shape") or not hasattr(value, "dtype"):
                 raise ValueError(f"{path}: {layer}/{kind} is a {type(value).__name__}, not an array")
-            arrays[kind] = np.asarray(value)
+            arrays[kind] = np.asarray(value) if arrays_too else value
         pure[layer] = arrays
         shapes[f"{layer}.weight"] = canonical_shape(arrays["kernel"].shape)
-        shapes[f"{layer}.bias"] = arrays["bias"].shape
+        shapes[f"{layer}.bias"] = tuple(arrays["bias"].shape)
     if not pure:
         raise ValueError(f"{path}: holds no parameters")
     return pure, shapes
@@ -80,6 +82,7 @@ def _export(spec: Spec, pure: dict, path: str) -> dict:
 def _load_msgpack(path: str):
     from flax import serialization
 
+    check_regular(path)
     with open(path, "rb") as fh:
         data = fh.read()
     try:
@@ -88,7 +91,14 @@ def _load_msgpack(path: str):
         raise ValueError(f"{path}: not a readable msgpack file (truncated or corrupt?): {_first_line(err)}") from None
 
 
-def _load_orbax(path: str):
+MAX_EXPANSION = 16  # TensorStore compresses float32 weights by a few percent; far more is a forged size
+
+
+def _load_orbax(path: str, variant, input_size):
+    """(spec, restored tree) of an Orbax directory. Its entries are checked first (regular files, links
+    inside it: a metadata file linked to /dev/zero or a FIFO is refused), and the spec is resolved from the
+    metadata's shapes before anything is restored, whose size must fit what the directory stores."""
+    stored = check_tree(path, path)
     _framework()
     import jax
     import orbax.checkpoint as ocp
@@ -99,18 +109,33 @@ def _load_orbax(path: str):
         meta = checkpointer.metadata(where)
         custom = dict(getattr(meta, "custom_metadata", None) or {})
         layout = getattr(meta.item_metadata, "tree", meta.item_metadata)
-        # restore into numpy arrays: no device or sharding from the writer's machine is needed
-        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), layout, is_leaf=lambda m: hasattr(m, "shape"))
-        tree = checkpointer.restore(where, target)
     except Exception as err:  # noqa: BLE001 -- Orbax/TensorStore raise many types on a damaged directory
         raise ValueError(f"{path}: not a readable Orbax checkpoint (damaged?): {_first_line(err)}") from None
-    return tree, custom
+    _, shapes = _canonical_shapes(layout, path, arrays_too=False)
+    spec = spec_of_file(custom, shapes, path, variant, input_size)
+    declared = sum(int(np.prod(m.shape, dtype=np.int64)) * np.dtype(m.dtype).itemsize
+                   for m in jax.tree.leaves(layout, is_leaf=lambda m: hasattr(m, "shape")))
+    if declared > MAX_EXPANSION * stored + (1 << 20):
+        raise ValueError(f"{path}: its metadata declares {declared} bytes of arrays, the directory stores "
+                         f"{stored}: forged sizes or a damaged checkpoint")
+    try:
+        # restore into numpy arrays: no device or sharding from the writer's machine is needed
+        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), layout, is_leaf=lambda m: hasattr(m, "shape"))
+        with _quiet_orbax():  # a damaged file fails in TensorStore's threads, as a full disk does when writing
+            tree = checkpointer.restore(where, target)
+    except Exception as err:  # noqa: BLE001 -- Orbax/TensorStore raise many types on a damaged directory
+        raise ValueError(f"{path}: not a readable Orbax checkpoint (damaged?): {_first_line(err)}") from None
+    return spec, tree
 
 
 def load(path: str, variant: str | None = None, input_size: int | None = None) -> tuple[Spec, dict]:
-    tree, meta = _load_orbax(path) if os.path.isdir(path) else _load_msgpack(path)
-    pure, shapes = _canonical_shapes(tree, path)
-    spec = spec_of_file(meta, shapes, path, variant, input_size)
+    if os.path.isdir(path):
+        spec, tree = _load_orbax(path, variant, input_size)
+        pure, _ = _canonical_shapes(tree, path)
+    else:
+        tree, meta = _load_msgpack(path)
+        pure, shapes = _canonical_shapes(tree, path)
+        spec = spec_of_file(meta, shapes, path, variant, input_size)
     return finish(spec, _export(spec, pure, path), path)
 
 
@@ -128,11 +153,64 @@ def save(path: str, spec: Spec, weights: dict) -> None:
     import orbax.checkpoint as ocp
 
     meta = {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json()}
-    with atomic_output(path.rstrip("/"), replaces=is_orbax_dir, what="an Orbax checkpoint") as tmp:
+    # directory=True: Orbax writes into a folder of its own beside the one it is given, which a failed
+    # write would otherwise leave behind
+    with atomic_output(path.rstrip("/"), replaces=is_orbax_dir, what="an Orbax checkpoint", directory=True) as tmp, \
+            _quiet_orbax():
         checkpointer = ocp.StandardCheckpointer()
-        checkpointer.save(tmp, state, custom_metadata=meta)
-        checkpointer.wait_until_finished()
-        checkpointer.close()
+        try:
+            checkpointer.save(tmp, state, custom_metadata=meta)
+            checkpointer.wait_until_finished()
+        except BaseException:
+            _drain(os.path.dirname(tmp))
+            raise
+        finally:
+            checkpointer.close()
+
+
+def _drain(holder: str, quiet_s: float = 0.3, limit_s: float = 10.0) -> None:
+    """After a failed save, TensorStore's writes still in flight finish on their own threads: wait until the
+    holder stops changing, so that removing it removes all."""
+    import time
+
+    def snapshot():
+        return sorted((d, f, os.path.getsize(os.path.join(d, f)) if os.path.exists(os.path.join(d, f)) else -1)
+                      for d, _, files in os.walk(holder) for f in files)
+
+    start, last, seen = time.monotonic(), time.monotonic(), snapshot()
+    while time.monotonic() - start < limit_s and time.monotonic() - last < quiet_s:
+        time.sleep(0.05)
+        now = snapshot()
+        if now != seen:
+            seen, last = now, time.monotonic()
+
+
+def _late_report(value) -> bool:
+    """What TensorStore's late callbacks raise after a failed save: they report to Orbax's closed loop."""
+    return isinstance(value, RuntimeError) and "Event loop is closed" in str(value)
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Orbax logs every failed read or write of its background threads (hundreds of lines on a full disk)
+    before raising, and their late callbacks print tracebacks; the error that reaches the caller says it once."""
+    import logging
+    import sys
+
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax", "jax")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    hooks = sys.excepthook, sys.unraisablehook
+    # the late reports of a failed save come from TensorStore's threads, during and after the save
+    sys.excepthook = lambda kind, value, tb: _late_report(value) or hooks[0](kind, value, tb)
+    sys.unraisablehook = lambda info: _late_report(info.exc_value) or hooks[1](info)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+    sys.excepthook, sys.unraisablehook = hooks  # only after a save that succeeded: nothing is late then
 
 
 def is_orbax_dir(path: str) -> bool:

@@ -19,7 +19,7 @@ import numpy as np
 
 from alexnet_parity.common import Spec, canonical_shape
 
-from ._common import atomic_output, finish, resolve_spec, spec_of_file, starts_with
+from ._common import atomic_output, check_regular, finish, resolve_spec, spec_of_file, starts_with
 from .registry import Format
 
 ATTR_PREFIX = "alexnet_"
@@ -40,13 +40,58 @@ def _quiet_keras():
 
 # --- .weights.h5 ------------------------------------------------------------------------------------------
 
+MAX_H5_OBJECTS = 2_000  # a tf_impl AlexNet's file holds about a hundred groups, datasets and attributes
+
+
+def _check_h5_objects(f, path: str) -> None:
+    """What Keras will open in the file must be in the file: no external links (a link to a FIFO hangs the
+    reader, one to /dev/zero fills memory), no datasets stored in other files or virtual ones, and no
+    compressed datasets (a 1 MB file could unpack to gigabytes): a dataset's stored bytes are at least
+    its size, so what a reader allocates is bounded by the file's size. Keras writes none of these."""
+    import h5py
+
+    count, problem = 0, []
+
+    def visit(name, link):  # h5py cannot raise through its visitor: keep the first problem and stop
+        nonlocal count
+        count += 1
+        if count > MAX_H5_OBJECTS:
+            problem.append(f"holds more than {MAX_H5_OBJECTS} HDF5 objects: not a Keras weights file")
+        elif isinstance(link, (h5py.ExternalLink, h5py.SoftLink)):
+            kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+            problem.append(f"{name!r} is {kind} ({getattr(link, 'filename', '') or link.path}); Keras writes "
+                           f"none, refusing to follow it")
+        else:
+            obj = f.get(name)
+            if isinstance(obj, h5py.Dataset):
+                problem.extend(_dataset_problem(obj, name)[:1])
+        return True if problem else None
+
+    f.visititems_links(visit)
+    if problem:
+        raise ValueError(f"{path}: {problem[0]}")
+
+
+def _dataset_problem(obj, name: str) -> list[str]:
+    if obj.id.get_create_plist().get_external_count() or obj.is_virtual:
+        return [f"dataset {name!r} keeps its data in other files; refusing to read it"]
+    if obj.dtype.kind != "f" or obj.dtype.itemsize > 8:
+        return [f"dataset {name!r} has dtype {obj.dtype}; weights must be floating point"]
+    if obj.id.get_storage_size() < obj.size * obj.dtype.itemsize:
+        return [f"dataset {name!r} declares {obj.size * obj.dtype.itemsize} bytes but stores "
+                f"{obj.id.get_storage_size()} (compressed or unwritten); Keras writes them whole"]
+    return []
+
+
 def _h5_layout(path: str) -> tuple[dict, dict]:
     """(canonical shapes, recorded spec attributes) of a Keras 3 .weights.h5, read with h5py only."""
     import h5py
 
+    check_regular(path)
     shapes, meta = {}, {}
     try:
         with h5py.File(path, "r") as f:
+            _check_h5_objects(f, path)
             meta = {k[len(ATTR_PREFIX):]: _attr(v) for k, v in f.attrs.items() if k.startswith(ATTR_PREFIX)}
             layers = f.get("layers")
             if not isinstance(layers, h5py.Group):
@@ -92,11 +137,84 @@ def _first_line(err: BaseException) -> str:
 
 # --- .keras ---------------------------------------------------------------------------------------------
 
+KERAS_MEMBERS = ("metadata.json", "config.json", "model.weights.h5")  # all that a tf_impl model's .keras holds
+MAX_JSON = 1 << 20
+MAX_EXPANSION = 16  # float32 weights barely compress; a member unpacking to far more than it stores is a bomb
+
+
+def _check_archive(path: str) -> None:
+    """Before Keras builds anything: the archive holds only what tf_impl writes (Keras would unpack anything
+    else as assets into $TMPDIR), no member unpacks to far more than it stores, the config is a tf_impl
+    AlexNet whose spec builds, and model.weights.h5 is big enough to hold that spec's weights (so a config
+    declaring 200,000 classes is refused, not built: it would take gigabytes)."""
+    import json
+    import zipfile
+
+    from alexnet_parity.common import get_spec
+
+    size = check_regular(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = archive.infolist()
+            names = [i.filename for i in infos]
+            extra = next((n for n in names if n not in KERAS_MEMBERS), None)
+            if extra is not None or len(set(names)) != len(names):
+                raise ValueError(f"{path}: holds {extra or 'a duplicate member'!r}; a tf_impl AlexNet's .keras holds "
+                                 f"only {', '.join(KERAS_MEMBERS)}")
+            for info in infos:
+                if info.compress_size > size or info.file_size > MAX_EXPANSION * info.compress_size + (1 << 16):
+                    raise ValueError(f"{path}: member {info.filename!r} declares {info.file_size} bytes from "
+                                     f"{info.compress_size} stored: a decompression bomb or a corrupt archive")
+            if "config.json" not in names or "model.weights.h5" not in names:
+                raise ValueError(f"{path}: lacks config.json or model.weights.h5: not a Keras model file")
+            if archive.getinfo("config.json").file_size > MAX_JSON:
+                raise ValueError(f"{path}: config.json is over {MAX_JSON >> 20} MiB: not a tf_impl AlexNet's")
+            config = json.loads(archive.read("config.json"))
+            weights_size = archive.getinfo("model.weights.h5").file_size
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, UnicodeDecodeError,
+            json.JSONDecodeError, NotImplementedError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a readable .keras file (truncated or corrupt?): {_first_line(err)}") from None
+    inner = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(inner, dict) or config.get("registered_name") != "alexnet_parity>AlexNet":
+        raise ValueError(f"{path}: its config is not a tf_impl AlexNet (registered_name "
+                         f"{config.get('registered_name') if isinstance(config, dict) else None!r})")
+    try:
+        overrides = {k: inner[k] for k in ("input_size", "num_classes", "include_top") if k in inner}
+        if any(type(v) is not (bool if k == "include_top" else int) for k, v in overrides.items()):
+            raise ValueError(f"malformed overrides {overrides}")
+        spec = get_spec(inner.get("variant"), **overrides)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"{path}: its config's spec cannot be built: {_first_line(err)}") from None
+    need = 4 * spec.param_count()
+    if weights_size < need:
+        raise ValueError(f"{path}: its config says {spec.describe()} ({need >> 20} MiB of float32 weights), but "
+                         f"model.weights.h5 holds {weights_size} bytes")
+    _check_inner_h5(path)
+
+
+def _check_inner_h5(path: str) -> None:
+    """model.weights.h5 inside the archive gets the .weights.h5 file's checks (Keras follows its links)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read("model.weights.h5")
+        with h5py.File(io.BytesIO(data), "r") as f:
+            _check_h5_objects(f, f"{path}: model.weights.h5")
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError, TypeError) as err:
+        raise ValueError(f"{path}: model.weights.h5 is not a readable HDF5 file: {_first_line(err)}") from None
+
+
 def _load_keras(path, variant, input_size) -> tuple[Spec, dict]:
     import zipfile
 
+    check_regular(path)
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a .keras file (a zip archive), truncated or corrupt")
+    _check_archive(path)
     tf_impl = _framework()
     import keras
 
@@ -136,16 +254,38 @@ def save(path: str, spec: Spec, weights: dict) -> None:
         raise ValueError(f"{path}: Keras writes .weights.h5 (weights) or .keras (whole model) files")
     tf_impl = _framework()
     model = tf_impl.build_model(spec, weights)
-    with atomic_output(path, suffix=suffix, replaces=sniff, what=f"a Keras {suffix} file") as tmp:
-        if suffix == ".keras":
-            model.save(tmp)
-        else:
-            model.save_weights(tmp)
-            import h5py
+    data = _keras_bytes(model) if suffix == ".keras" else _weights_h5_bytes(model, spec)
+    with atomic_output(path, suffix=suffix, replaces=sniff, what=f"a Keras {suffix} file") as tmp, \
+            open(tmp, "wb") as fh:
+        fh.write(data)
 
-            with h5py.File(tmp, "r+") as f:
-                for key, value in {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json()}.items():
-                    f.attrs[ATTR_PREFIX + key] = str(value).lower() if isinstance(value, bool) else value
+
+# Both files are made in memory and written with Python's own I/O: HDF5 crashes the process (SIGSEGV) when
+# its write fails on a full disk, and Keras's .keras writer may put the weights in a temporary file of its own.
+
+def _keras_bytes(model) -> bytes:
+    import io
+
+    from keras.src.saving import saving_lib  # model.save takes paths only; this is what it calls
+
+    buf = io.BytesIO()
+    saving_lib.save_model(model, buf)
+    return buf.getvalue()
+
+
+def _weights_h5_bytes(model, spec: Spec) -> bytes:
+    """model.save_weights' file (the model.weights.h5 a .keras holds is the same file), plus our attributes."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(io.BytesIO(_keras_bytes(model))) as archive:
+        h5 = io.BytesIO(archive.read("model.weights.h5"))
+    with h5py.File(h5, "r+") as f:
+        for key, value in {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json()}.items():
+            f.attrs[ATTR_PREFIX + key] = str(value).lower() if isinstance(value, bool) else value
+    return h5.getvalue()
 
 
 def claims(path: str) -> bool:

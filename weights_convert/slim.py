@@ -59,11 +59,119 @@ def is_checkpoint(path: str) -> bool:
         os.path.isfile(os.path.join(path, "checkpoint")))
 
 
-def _read_tensors(prefix: str, path: str) -> dict[str, np.ndarray]:
-    import tensorflow as tf
+# --- the .index, read by us before TensorFlow sees it --------------------------------------------------------
+# TensorFlow's reader aborts the process (a CHECK) on a negative dimension, and blocks on a data shard that
+# is a FIFO; so the index (a LevelDB table of BundleEntryProto, tensorflow/core/protobuf/tensor_bundle.proto)
+# is checked first: every shape non-negative and of a sane size, every tensor's bytes inside its shard, and
+# every shard a regular file beside the index.
 
+MAX_INDEX = 64 << 20
+MAX_ENTRIES = 100_000
+DTYPE_SIZES = {1: 4, 2: 8, 3: 4, 4: 1, 5: 2, 6: 1, 9: 8, 10: 1, 14: 2, 17: 2, 19: 2, 22: 4, 23: 8}
+
+
+def _table_block(data: bytes, offset: int, size: int, what: str) -> list[tuple[bytes, memoryview]]:
+    """The (key, value) entries of one LevelDB table block (prefix-compressed keys, restart array)."""
+    from . import protowire as pw
+
+    if offset < 0 or size < 4 or offset + size + 5 > len(data):
+        raise ValueError(f"{what}: a table block lies outside the file")
+    if data[offset + size] != 0:
+        raise ValueError(f"{what}: a compressed table block (TensorFlow writes none)")
+    block = memoryview(data)[offset:offset + size]
+    restarts = struct.unpack_from("<I", block, size - 4)[0]
+    end = size - 4 - 4 * restarts
+    if restarts < 1 or end < 0:
+        raise ValueError(f"{what}: a malformed table block")
+    entries, pos, key = [], 0, b""
+    while pos < end:
+        shared, pos = pw._read_varint(block, pos, what)
+        unshared, pos = pw._read_varint(block, pos, what)
+        length, pos = pw._read_varint(block, pos, what)
+        if shared > len(key) or pos + unshared + length > end:
+            raise ValueError(f"{what}: a malformed table entry")
+        key = key[:shared] + bytes(block[pos:pos + unshared])
+        pos += unshared
+        entries.append((key, block[pos:pos + length]))
+        pos += length
+        if len(entries) > MAX_ENTRIES:
+            raise ValueError(f"{what}: more than {MAX_ENTRIES} entries")
+    return entries
+
+
+def _handle(buf, pos: int, what: str) -> tuple[int, int, int]:
+    from . import protowire as pw
+
+    offset, pos = pw._read_varint(buf, pos, what)
+    size, pos = pw._read_varint(buf, pos, what)
+    return offset, size, pos
+
+
+def check_index(prefix: str, path: str) -> None:
+    """Refuse, with one line, what would hang or abort TensorFlow's checkpoint reader (see above)."""
+    from . import protowire as pw
+
+    from ._common import check_member, check_regular
+
+    index = prefix + ".index"
+    what = f"{path}: {os.path.basename(index)}"
+    if check_regular(index, path, "index") > MAX_INDEX:
+        raise ValueError(f"{what}: over {MAX_INDEX >> 20} MiB: not a checkpoint index")
+    with open(index, "rb") as fh:
+        data = fh.read()
+    if len(data) < 48 or data[-8:] != TABLE_MAGIC:
+        raise ValueError(f"{what}: not a TensorFlow checkpoint index (no table footer)")
+    footer = memoryview(data)[-48:-8]
+    _, _, pos = _handle(footer, 0, what)
+    offset, size, _ = _handle(footer, pos, what)
+    shards, tensors = None, []
+    for _, handle in _table_block(data, offset, size, what):
+        block_offset, block_size, _ = _handle(handle, 0, what)
+        for key, value in _table_block(data, block_offset, block_size, what):
+            fields = pw.parse(value, what)
+            if key == b"":
+                shards = next((pw.signed(v) for n, w, v in fields if n == 1 and w == pw.VARINT), 1)
+            else:
+                tensors.append((key.decode("utf-8", "replace"), fields))
+    if shards is None or not 1 <= shards <= 10_000:
+        raise ValueError(f"{what}: no valid bundle header (num_shards {shards})")
+    folder = os.path.dirname(os.path.abspath(prefix))
+    sizes = [check_member(f"{prefix}.data-{i:05d}-of-{shards:05d}", folder, path, "data shard")
+             for i in range(shards)]
+    for name, fields in tensors:
+        ints = {n: pw.signed(v) for n, w, v in fields if w == pw.VARINT}
+        dims = []
+        for raw in (v for n, w, v in fields if n == 2 and w == pw.LEN):
+            for n, w, dim in pw.parse(raw, what):
+                if n == 2 and w == pw.LEN:
+                    dims.append(next((pw.signed(v) for k, t, v in pw.parse(dim, what) if k == 1 and t == pw.VARINT), 0))
+        if len(dims) > 32:
+            raise ValueError(f"{what}: tensor {name!r} has {len(dims)} dimensions (TensorFlow allows 254; "
+                             f"no checkpoint of AlexNet has more than 4)")
+        if any(d < 0 for d in dims):
+            raise ValueError(f"{what}: tensor {name!r} has a negative dimension {tuple(dims)}")
+        count = int(np.prod(dims, dtype=object)) if dims else 1
+        if count >= 1 << 62:
+            raise ValueError(f"{what}: tensor {name!r} declares {count} elements")
+        shard, offset, size = ints.get(3, 0), ints.get(4, 0), ints.get(5, 0)
+        if any(n == 7 for n, _, _ in fields):  # a partitioned variable: its slices are entries of their own
+            continue
+        if not 0 <= shard < shards or offset < 0 or size < 0 or offset + size > sizes[shard]:
+            raise ValueError(f"{what}: tensor {name!r} lies outside its data shard (shard {shard}, bytes "
+                             f"{offset}..{offset + size})")
+        itemsize = DTYPE_SIZES.get(ints.get(1, 0))
+        if itemsize is not None and count * itemsize != size:
+            raise ValueError(f"{what}: tensor {name!r} of shape {tuple(dims)} needs {count * itemsize} bytes, "
+                             f"the index says {size}")
+
+
+def _read_tensors(prefix: str, path: str) -> dict[str, np.ndarray]:
     if not os.path.isfile(prefix + ".index"):
         raise FileNotFoundError(f"{path}: no TensorFlow checkpoint ({prefix}.index does not exist)")
+    check_index(prefix, path)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
     try:
         reader = tf.train.load_checkpoint(prefix)
         shapes = reader.get_variable_to_shape_map()
@@ -127,6 +235,7 @@ def from_canonical(spec: Spec, weights: dict) -> dict[str, np.ndarray]:
 
 def save(path: str, spec: Spec, weights: dict) -> None:
     tensors = from_canonical(spec, weights)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # a failed SaveV2 logs a warning besides raising
     import tensorflow as tf
 
     if os.path.isdir(path):

@@ -15,7 +15,7 @@ import numpy as np
 
 from alexnet_parity.common import Spec
 
-from ._common import atomic_output, finish, resolve_spec, starts_with
+from ._common import atomic_output, check_regular, finish, resolve_spec, starts_with
 from .registry import Format
 
 WRAPPER_KEYS = ("state_dict", "model")  # training scripts' {"epoch": ..., "state_dict": ...} containers
@@ -28,6 +28,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
     import torch
 
+    check_regular(path)
     try:
         # no mmap: a corrupt zip entry could map past the end of the file and fault on first touch
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -107,8 +108,32 @@ def save_state_dict(path: str, arrays: dict[str, np.ndarray]) -> None:
     import torch
 
     state = OrderedDict((k, torch.from_numpy(np.ascontiguousarray(v))) for k, v in arrays.items())
-    with atomic_output(path, replaces=sniff, what="a torch checkpoint") as tmp:
-        torch.save(state, tmp)
+    with atomic_output(path, replaces=sniff, what="a torch checkpoint") as tmp, open(tmp, "wb") as fh:
+        recorder = _WriteRecorder(fh)
+        try:
+            torch.save(state, recorder)
+        except RuntimeError:
+            if recorder.error is not None:  # torch reports a failed write as "unexpected pos": say why
+                raise recorder.error from None
+            raise
+
+
+class _WriteRecorder:
+    """A file torch.save writes through, keeping the OSError of a failed write (no space, too large),
+    which torch's zip writer swallows and reports only as a position mismatch."""
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data):
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self):
+        return self.fh.flush()
 
 
 def claims(path: str) -> bool:
