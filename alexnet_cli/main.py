@@ -12,9 +12,9 @@ COMMANDS = {
     "summary": ("summary_cmd", "per-layer table of a variant: kernels, padding, shapes, params, MACs"),
     "diff": ("diff_cmd", "every difference between two variants, with its consequence and source"),
     "convert": ("convert_cmd", "convert weights between canonical, torch, torchvision, keras, flax, caffe, slim"),
-    "parity": ("parity_cmd", "run every variant in PyTorch, Keras and Flax and compare each layer"),
+    "parity": ("parity_cmd", "run every variant in every engine and compare each layer with the float64 reference"),
     "bench": ("bench_cmd", "throughput, compile time and memory of each framework"),
-    "train": ("train_cmd", "train a variant with the paper's recipe in torch, keras or flax"),
+    "train": ("train_cmd", "train a variant with the paper's recipe in any engine that trains"),
     "eval": ("eval_cmd", "top-1/top-5 of a checkpoint, centre crop or the paper's 10 crops"),
     "predict": ("predict_cmd", "the top classes of one image"),
 }

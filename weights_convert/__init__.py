@@ -47,11 +47,6 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("slim", slim.load, slim.save, slim.claims, ("tensorflow",), "slim-v2", "checkpoint prefix (*.ckpt*)"),
 )}
 
-# The framework whose model --verify builds for a format's weights (None: the float64 numpy reference)
-FRAMEWORK_OF = {"canonical": None, "torch": "torch", "torchvision": "torch", "keras": "keras",
-                "flax": "flax", "caffe": None, "slim": "keras"}
-
-
 def get_format(name: str) -> Format:
     if name not in FORMATS:
         raise ValueError(f"unknown format {name!r}; choose one of: {', '.join(FORMATS)}")
@@ -124,5 +119,4 @@ def save(path, spec: Spec, weights: dict, fmt: str | None = None, **options) -> 
     return fmt
 
 
-__all__ = ["load", "load_as", "save", "guess_format", "get_format", "can_hold", "FORMATS", "FRAMEWORK_OF",
-           "Format"]
+__all__ = ["load", "load_as", "save", "guess_format", "get_format", "can_hold", "FORMATS", "Format"]
