@@ -8,4 +8,4 @@ ENGINE = Engine(
     runner="alexnet_parity.jax_impl.bench:FlaxRunner",
     adapter="alexnet_parity.jax_impl.adapter:FlaxAdapter",
     train="alexnet_parity.jax_impl.train",
-    imports=("jaxlib",))
+    imports=("jaxlib", "optax"))
