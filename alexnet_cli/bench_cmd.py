@@ -577,7 +577,8 @@ def _measure_group(runner, fw: str, path: str, job: dict, entries: list[tuple[st
 
 
 def _job_entries(runner, fw: str, path: str, job: dict):
-    """The models one child measures: the variant; its copy without LRN; torchvision's model beside torch's."""
+    """The models one child measures: the variant; its copy without LRN; a yardstick beside it where the
+    engine's runner has one for the variant (torch: torchvision's own AlexNet)."""
     import numpy as np
 
     from alexnet_parity.parity_tests.core import parity_weights
