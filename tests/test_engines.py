@@ -132,3 +132,18 @@ def test_toy_appears_in_convert_verify(toy, capsys, tmp_path):
     assert "canonical    toy:" in capsys.readouterr().out
     assert main(["convert", str(src), str(tmp_path / "b.caffemodel"), "--verify", "-q"]) == 0
     assert "toy vs numpy reference: max relative error" in capsys.readouterr().out
+
+
+def test_a_keras_file_loads_in_a_fresh_process(tmp_path):
+    """tf_impl's names are lazy, so nothing registers its Keras layers until keras_fmt asks for them: a .keras
+    file must still load in a process that has touched nothing else (it did not, before keras_fmt asked)."""
+    pytest.importorskip("keras")
+    from alexnet_parity import weights_convert
+    from alexnet_parity.parity_tests.core import parity_weights
+
+    spec = get_spec("torchvision", input_size=63, num_classes=2)
+    weights_convert.save(tmp_path / "w.keras", spec, parity_weights(spec))
+    code = ("import sys; from alexnet_parity import weights_convert as wc\n"
+            "spec, w = wc.load(sys.argv[1]); print(spec.describe())")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w.keras")], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == spec.describe(), done.stderr[-500:]
