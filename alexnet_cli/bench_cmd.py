@@ -27,13 +27,8 @@ import time
 
 from alexnet_parity.alexnet_cli._malloc import keep_large_buffers
 from alexnet_parity.common import LRN, VARIANTS, get_spec, smallest_input_size
-from alexnet_parity.common.frameworks import FRAMEWORKS, framework_available
+from alexnet_parity.common.engines import benchable, engines, get_engine
 
-# each framework's execution paths: eager and compiled where the framework has both
-PATHS = {"torch": ("eager", "compile"), "keras": ("graph", "xla"), "flax": ("jit",)}
-PATH_HELP = {"eager": "torch eager (inference_mode)", "compile": "torch.compile (inductor)",
-             "graph": "tf.function graph", "xla": "tf.function(jit_compile=True)", "jit": "jax.jit of the NNX module"}
-FRAMEWORK_MODULES = ("torch", "tensorflow", "keras", "jax", "jaxlib", "flax")
 # The roof: a ROOF_N^3 float32 matmul (58 GFLOP) in each framework; the fastest framework's best of ROOF_REPEATS.
 # On the 2-core AMD EPYC this was tuned on, quiet: TF 470 GFLOP/s at 3072 and 4096 (444 at 2048), JAX 373-447,
 # numpy (OpenBLAS) 233, torch.mm (MKL) 197 at every size; the convolutions of torch and TF reach ~440-470, so
@@ -45,12 +40,27 @@ TRAIN_FLOPS = 3  # forward + backward ~ 3x the forward's multiply-adds (weights'
 LRN_LIMIT, YARDSTICK_LIMIT, COLD_LIMIT = 0.10, 0.97, 0.5  # the issue's bars, printed as checks
 
 
+def paths_of(name: str) -> tuple[str, ...]:
+    """An engine's execution paths (eager and compiled, where it has both)."""
+    return tuple(p.name for p in benchable()[name].bench_paths)
+
+
+def path_help() -> dict[str, str]:
+    return {p.name: p.help for e in benchable().values() for p in e.bench_paths}
+
+
+def framework_modules() -> tuple[str, ...]:
+    """Every module an engine brings in: what a cold start must not import."""
+    return tuple(dict.fromkeys(m for e in engines().values() for m in e.modules))
+
+
 def add_arguments(p):
     p.add_argument("variants", nargs="*", metavar="VARIANT",
                    help=f"variants to run (default all): {', '.join(VARIANTS)}")
-    p.add_argument("--frameworks", default=",".join(FRAMEWORKS), help="comma-separated subset of torch,keras,flax")
+    p.add_argument("--frameworks", default=",".join(benchable()),
+                   help=f"comma-separated subset of {','.join(benchable())}")
     p.add_argument("--paths", default="all", help="execution paths, comma-separated: "
-                   + "; ".join(f"{k}: {v}" for k, v in PATH_HELP.items()) + " (default all)")
+                   + "; ".join(f"{k}: {v}" for k, v in path_help().items()) + " (default all)")
     p.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
     p.add_argument("--input-size", help="square input size for every variant, or 'min' for each one's smallest "
                    "(default: each variant's own)")
@@ -82,13 +92,13 @@ def _plan(args) -> dict:
             raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
     frameworks = [n.strip() for n in args.frameworks.split(",") if n.strip()]
     for n in frameworks:
-        if n not in FRAMEWORKS:
-            raise ValueError(f"--frameworks: unknown {n!r}; choose from {', '.join(FRAMEWORKS)}")
-    all_paths = [p for n in frameworks for p in PATHS[n]]
+        if n not in benchable():
+            raise ValueError(f"--frameworks: unknown {n!r}; choose from {', '.join(benchable())}")
+    all_paths = [p for n in frameworks for p in paths_of(n)]
     paths = all_paths if args.paths == "all" else [p.strip() for p in args.paths.split(",") if p.strip()]
     for p in paths:
-        if p not in PATH_HELP:
-            raise ValueError(f"--paths: unknown {p!r}; choose from {', '.join(PATH_HELP)}")
+        if p not in path_help():
+            raise ValueError(f"--paths: unknown {p!r}; choose from {', '.join(path_help())}")
     if not any(p in paths for p in all_paths):
         raise ValueError(f"--paths {args.paths}: none of them belongs to {', '.join(frameworks)}")
     for name, value in (("--batch", args.batch), ("--repeats", args.repeats)):
@@ -159,7 +169,7 @@ def _alexnet_command() -> list[str]:
 _IMPORTS_PROBE = ("import atexit, json, sys\n"
                   "atexit.register(lambda: print('@@modules ' + json.dumps(sorted("
                   "{m.split('.')[0] for m in sys.modules} & set(%r))), file=sys.stderr))\n"
-                  "from alexnet_parity.alexnet_cli.main import main\nsys.exit(main(sys.argv[1:]))\n") % (FRAMEWORK_MODULES,)
+                  "from alexnet_parity.alexnet_cli.main import main\nsys.exit(main(sys.argv[1:]))\n")
 
 
 def cold_start(runs: int) -> list[dict]:
@@ -173,7 +183,8 @@ def cold_start(runs: int) -> list[dict]:
             t = time.perf_counter()
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
             walls.append(time.perf_counter() - t)
-        probe = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE, *argv], capture_output=True, text=True)
+        probe = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE % (framework_modules(),), *argv],
+                               capture_output=True, text=True)
         found = [line for line in probe.stderr.splitlines() if line.startswith("@@modules ")]
         if probe.returncode != 0 or not found:
             raise RuntimeError(f"`alexnet {' '.join(argv)}` failed: {probe.stderr.strip()[-300:]}")
@@ -190,7 +201,7 @@ _TF_NOISE = re.compile(r"^(WARNING: All log messages before absl|I0000 |To enabl
 def run_worker(framework: str, plan: dict) -> list[dict]:
     """One framework's measurements, from a worker process that sees only the CPU, or for --device gpu the GPUs
     too, with memory taken as it is needed (not JAX's 75% up front, nor TF's whole GPU)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow", PYTHONWARNINGS="ignore")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONWARNINGS="ignore", **get_engine(framework).env)
     if plan["device"] == "cpu":
         env.update(JAX_PLATFORMS="cpu", CUDA_VISIBLE_DEVICES="")
     else:
@@ -227,11 +238,11 @@ def run(args) -> int:
         records.append({"kind": "roof", **numpy_roof()})
         _say(f"numpy matmul {ROOF_N}^3: {records[-1]['gflops']:.0f} GFLOP/s")
     for fw in plan["frameworks"]:
-        if not framework_available(fw):
+        if not get_engine(fw).available():
             _say(f"{fw}: not installed, left out")
             records.append({"kind": "error", "framework": fw, "error": "not installed"})
             continue
-        if not any(p in plan["paths"] for p in PATHS[fw]):
+        if not any(p in plan["paths"] for p in paths_of(fw)):
             continue
         records += run_worker(fw, plan)
     report = build_report(plan, records, load_before, os.getloadavg(), time.perf_counter() - started)
@@ -373,8 +384,8 @@ def render(report: dict) -> str:
             lines += ["", f"conversion: {c['error']}"]
             continue
         lines += ["", f"checkpoint of {c['variant']} ({c['params']:,} parameters, {c['mb']:.0f} MB), median of "
-                  f"{len(c['plain_s'])}: weights_convert canonical -> torch {statistics.median(c['convert_s']):.2f} s; "
-                  f"plain torch.load + torch.save {statistics.median(c['plain_s']):.2f} s"]
+                  f"{len(c['plain_s'])}: {c['convert_label']} {statistics.median(c['convert_s']):.2f} s; "
+                  f"{c['plain_label']} {statistics.median(c['plain_s']):.2f} s"]
     if report["cold_start"]:
         rows = [["command", "median s", "runs", f"< {COLD_LIMIT} s", "frameworks imported"]]
         for c in report["cold_start"]:
@@ -415,7 +426,7 @@ def plot(report: dict, path: str) -> None:
     main = [r for r in report["results"] if r["role"] == "main"]
     variants = list(dict.fromkeys(r["variant"] for r in main))
     series = list(dict.fromkeys((r["framework"], r["path"]) for r in main))
-    colors = {"eager": "#e6550d", "compile": "#a63603", "graph": "#3182bd", "xla": "#08519c", "jit": "#31a354"}
+    colors = {p.name: p.color for e in benchable().values() for p in e.bench_paths}
     fig, axes = plt.subplots(2, 2, figsize=(15, 9))
     (rate, comp), (mem, lrn) = axes
     for bar, r in _grouped_bars(rate, main, "images_per_s", variants, series, colors, err=True):
@@ -486,283 +497,6 @@ def _without_lrn(spec):
     return dataclasses.replace(spec, layers=tuple(layer for layer in spec.layers if not isinstance(layer, LRN)))
 
 
-class TorchRunner:
-    """torch_impl: eager under inference_mode, or torch.compile; NCHW. On a GPU each step ends with a
-    synchronize, so the host's clock sees the GPU's work."""
-
-    def __init__(self, device: str = "cpu", tf32: str | None = None):
-        import torch
-        from alexnet_parity import torch_impl
-        self.torch, self.impl = torch, torch_impl
-        self.versions = {"torch": torch.__version__}
-        self.threads = torch.get_num_threads()
-        self.gpu = device == "gpu"
-        self.device = torch.device("cuda" if self.gpu else "cpu")  # a name only: CUDA starts in each child
-        if self.gpu:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32 == "on"
-
-    def check_device(self) -> str | None:
-        """The GPU's name, or None on the CPU; raises where --device gpu finds none."""
-        if not self.gpu:
-            return None
-        from alexnet_parity.torch_impl.run import torch_device
-        torch_device("gpu")  # raises "torch sees no GPU ..."
-        return self.torch.cuda.get_device_name()
-
-    def build(self, spec, weights):
-        return self.impl.build_model(spec, weights).to(self.device)
-
-    def yardstick(self, spec, weights):
-        """torchvision's AlexNet: the real one when torchvision imports, else the transcription below."""
-        try:
-            from torchvision.models import alexnet
-            model, name = alexnet(num_classes=spec.num_classes), "torchvision.models.alexnet"
-        except Exception:  # not installed, or installed but broken beside this torch build
-            model, name = transcribed_torchvision_alexnet(spec.num_classes), "torchvision AlexNet (transcribed)"
-        from alexnet_parity.weights_convert.torchvision import key_map
-
-        model.load_state_dict({key: self.torch.from_numpy(weights[name]) for key, name in key_map("plain").items()})
-        return model.to(self.device), name
-
-    def inputs(self, x, labels):
-        return self.torch.from_numpy(x).to(self.device), self.torch.from_numpy(labels).to(self.device)
-
-    def _sync(self):
-        if self.gpu:
-            self.torch.cuda.synchronize()
-
-    def step(self, model, path, mode, x, y):
-        torch = self.torch
-        if path == "compile":  # an empty inductor cache for each model: its first compile, as a user meets it
-            os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=self.tmp)
-        fn = torch.compile(model) if path == "compile" else model
-        if mode == "infer":
-            model.eval()
-
-            def infer():
-                with torch.inference_mode():
-                    fn(x)
-                self._sync()
-            return infer
-        model.train()
-
-        def train():
-            for p in model.parameters():
-                p.grad = None
-            torch.nn.functional.cross_entropy(fn(x), y).backward()
-            self._sync()
-        return train
-
-    def output(self, model, x):
-        with self.torch.inference_mode():
-            return model.eval()(self.torch.from_numpy(x).to(self.device)).cpu().numpy()
-
-    def matmul(self, n: int):
-        a, b = (self.torch.randn(n, n, device=self.device) for _ in range(2))
-        c = self.torch.empty(n, n, device=self.device)
-
-        def mm():
-            self.torch.mm(a, b, out=c)
-            self._sync()
-        return mm
-
-    def memory_mb(self) -> float | None:
-        """GPU memory the caching allocator has handed out; None on the CPU (the bench reads RSS there)."""
-        return self.torch.cuda.memory_allocated() / 2**20 if self.gpu else None
-
-    def reset_peak(self) -> None:
-        self.torch.cuda.reset_peak_memory_stats()
-
-    def peak_mb(self) -> float:
-        return self.torch.cuda.max_memory_allocated() / 2**20
-
-
-class KerasRunner:
-    """tf_impl: tf.function graphs, with or without XLA; NHWC. TensorFlow places everything on the first GPU
-    when it sees one; there a step ends by fetching its (small) result, which waits for the GPU."""
-
-    def __init__(self, device: str = "cpu", tf32: str | None = None):
-        import keras
-        import tensorflow as tf
-        from alexnet_parity import tf_impl
-        self.tf, self.keras, self.impl = tf, keras, tf_impl
-        self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
-        self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
-        self.gpu = device == "gpu"
-        if self.gpu:
-            tf.config.experimental.enable_tensor_float_32_execution(tf32 == "on")
-
-    def check_device(self) -> str | None:
-        if not self.gpu:
-            return None
-        gpus = self.tf.config.list_physical_devices("GPU")
-        if not gpus:
-            raise RuntimeError("TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty)")
-        return self.tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
-
-    def build(self, spec, weights):
-        full = get_spec(spec.variant, **spec.overrides())
-        model = self.impl.build_model(full, weights)
-        if spec == full:
-            return model
-        # tf_impl rebuilds from the variant's name, so a modified spec (LRN removed) is made here: the same
-        # layers, called in order, skipping the ones the spec dropped
-        keep = {layer.name for layer in spec.layers}
-        x = inputs = self.keras.Input(model.input_shape[1:])
-        for layer in model.layers:
-            if isinstance(layer, self.keras.layers.InputLayer):
-                continue
-            if layer.name in keep or layer.name.removesuffix("_pad") in keep:
-                x = layer(x)
-        return self.keras.Model(inputs, x)
-
-    def inputs(self, x, labels):
-        return self.tf.constant(x.transpose(0, 2, 3, 1)), self.tf.constant(labels)
-
-    def step(self, model, path, mode, x, y):
-        tf = self.tf
-        wait = (lambda t: t.numpy()) if self.gpu else (lambda t: t)
-        if mode == "infer":
-            fn = tf.function(lambda x: model(x, training=False), jit_compile=path == "xla")
-            return lambda: wait(fn(x))
-
-        @tf.function(jit_compile=path == "xla")
-        def train(x, y):
-            with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-            grads = tape.gradient(loss, model.trainable_variables)
-            return tf.add_n([tf.reduce_sum(g) for g in grads]) if self.gpu else grads  # one scalar to fetch
-        return lambda: wait(train(x, y))
-
-    def matmul(self, n: int):
-        a, b = (self.tf.random.normal((n, n)) for _ in range(2))
-        if self.gpu:
-            return lambda: self.tf.linalg.matmul(a, b)[0, 0].numpy()
-        return lambda: self.tf.linalg.matmul(a, b)
-
-    def memory_mb(self) -> float | None:
-        return self.tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20 if self.gpu else None
-
-    def reset_peak(self) -> None:
-        self.tf.config.experimental.reset_memory_stats("GPU:0")
-
-    def peak_mb(self) -> float:
-        return self.tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
-
-
-class FlaxRunner:
-    """jax_impl: the NNX module under jax.jit; NHWC. JAX puts arrays on its default device, the GPU when it
-    sees one; every step already waits for its result (block_until_ready)."""
-
-    def __init__(self, device: str = "cpu", tf32: str | None = None):
-        import flax
-        import jax
-        from alexnet_parity import jax_impl
-        from flax import nnx
-        self.jax, self.nnx, self.impl = jax, nnx, jax_impl
-        self.versions = {"jax": jax.__version__, "flax": flax.__version__}
-        self.threads = os.cpu_count()
-        self.gpu = device == "gpu"
-        if self.gpu:  # matmuls and convolutions: true float32, or TF32 on the tensor cores
-            jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 == "on" else "float32")
-
-    def check_device(self) -> str | None:
-        if not self.gpu:
-            return None
-        if "gpu" not in self.impl.devices():
-            raise RuntimeError("JAX sees no GPU (install jax[cuda12] or jax[cuda13])")
-        return self.jax.devices("gpu")[0].device_kind
-
-    def build(self, spec, weights):
-        return self.impl.build_model(spec, weights)
-
-    def inputs(self, x, labels):
-        return self.jax.numpy.asarray(x.transpose(0, 2, 3, 1)), self.jax.numpy.asarray(labels)
-
-    def step(self, model, path, mode, x, y):
-        jax, nnx = self.jax, self.nnx
-        if mode == "infer":
-            fn = self.impl.jit_forward(model)
-            return lambda: fn(x).block_until_ready()
-        graphdef, state = nnx.split(model)
-
-        @jax.jit
-        def grads(state, x, y, key):
-            def loss(state):
-                logits = nnx.merge(graphdef, state)(x, deterministic=False, rngs=nnx.Rngs(dropout=key))
-                return -jax.numpy.mean(jax.numpy.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
-            return jax.grad(loss)(state)
-        key = jax.random.key(0)
-        return lambda: jax.block_until_ready(grads(state, x, y, key))
-
-    def matmul(self, n: int):
-        jnp = self.jax.numpy
-        a, b = (jnp.asarray(self.jax.random.normal(self.jax.random.key(i), (n, n))) for i in range(2))
-        f = self.jax.jit(jnp.matmul)
-        return lambda: f(a, b).block_until_ready()
-
-    def memory_mb(self) -> float | None:
-        """MB in use on the GPU; None on the CPU. JAX cannot reset its peak, so a child's later models report the
-        highest of the child so far (the bench builds one model, or a pair, per child)."""
-        return self.jax.devices()[0].memory_stats()["bytes_in_use"] / 2**20 if self.gpu else None
-
-    def reset_peak(self) -> None:
-        pass
-
-    def peak_mb(self) -> float:
-        return self.jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**20
-
-
-RUNNERS = {"torch": TorchRunner, "keras": KerasRunner, "flax": FlaxRunner}
-
-
-def transcribed_torchvision_alexnet(num_classes: int = 1000, dropout: float = 0.5):
-    """The yardstick where torchvision does not import: the AlexNet class of torchvision/models/alexnet.py,
-    transcribed verbatim (BSD-3-Clause, Copyright (c) Soumith Chintala 2016, all rights reserved) but for its
-    `_log_api_usage_once(self)` telemetry line."""
-    import torch
-    import torch.nn as nn
-
-    class AlexNet(nn.Module):
-        def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
-            super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(kernel_size=3, stride=2),
-                nn.Conv2d(64, 192, kernel_size=5, padding=2),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(kernel_size=3, stride=2),
-                nn.Conv2d(192, 384, kernel_size=3, padding=1),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(384, 256, kernel_size=3, padding=1),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(256, 256, kernel_size=3, padding=1),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(kernel_size=3, stride=2),
-            )
-            self.avgpool = nn.AdaptiveAvgPool2d((6, 6))
-            self.classifier = nn.Sequential(
-                nn.Dropout(p=dropout),
-                nn.Linear(256 * 6 * 6, 4096),
-                nn.ReLU(inplace=True),
-                nn.Dropout(p=dropout),
-                nn.Linear(4096, 4096),
-                nn.ReLU(inplace=True),
-                nn.Linear(4096, num_classes),
-            )
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = self.features(x)
-            x = self.avgpool(x)
-            x = torch.flatten(x, 1)
-            x = self.classifier(x)
-            return x
-
-    return AlexNet(num_classes, dropout)
-
-
 def _in_child(fn):
     """Run fn() in a forked child (clean memory, first compile) and return its list of records; inline where
     the OS has no fork. The parent worker never computes, so no thread pool is running when it forks."""
@@ -798,7 +532,7 @@ def _measure_group(runner, fw: str, path: str, job: dict, entries: list[tuple[st
     spec = get_spec(variant, input_size=size)
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((job["batch"], *spec.input_shape), dtype=np.float32)
-    labels = rng.integers(0, spec.num_classes, job["batch"]).astype(np.int32 if fw != "torch" else np.int64)
+    labels = rng.integers(0, spec.num_classes, job["batch"]).astype(np.int64)  # each runner casts as it needs
     x, y = runner.inputs(x_np, labels)
     on_gpu = runner.memory_mb() is not None
 
@@ -843,7 +577,8 @@ def _measure_group(runner, fw: str, path: str, job: dict, entries: list[tuple[st
 
 
 def _job_entries(runner, fw: str, path: str, job: dict):
-    """The models one child measures: the variant; its copy without LRN; torchvision's model beside torch's."""
+    """The models one child measures: the variant; its copy without LRN; a yardstick beside it where the
+    engine's runner has one for the variant (torch: torchvision's own AlexNet)."""
     import numpy as np
 
     from alexnet_parity.parity_tests.core import parity_weights
@@ -855,7 +590,7 @@ def _job_entries(runner, fw: str, path: str, job: dict):
     if variant in job["lrn"]:
         bare = _without_lrn(spec)
         entries.append((f"{variant} without LRN", "no_lrn", lambda: (runner.build(bare, weights), bare, {})))
-    if fw == "torch" and variant == "torchvision" and job["yardstick"]:
+    if job["yardstick"] and variant in getattr(runner, "yardstick_variants", ()):
         def yardstick():
             model, name = runner.yardstick(spec, weights)
             # same weights, same numbers: proves the yardstick is the same network
@@ -867,39 +602,22 @@ def _job_entries(runner, fw: str, path: str, job: dict):
 
 
 def _conversion(runner, job: dict) -> list[dict]:
-    """weights_convert canonical -> torch against plain torch.load + torch.save, on one full checkpoint."""
-    import numpy as np
-
+    """The engine's checkpoint conversion against its framework's plain save and load, on one full
+    checkpoint, timed alternately three times (runner.conversion gives the two and a bit-exactness check)."""
     from alexnet_parity.parity_tests.core import parity_weights
-    torch = runner.torch
+
     variant = job["variant"]
     spec = get_spec(variant, input_size=job["sizes"][variant])
     weights = parity_weights(spec)
     base = {"kind": "conversion", "variant": variant, "params": spec.param_count(),
             "mb": sum(w.nbytes for w in weights.values()) / 2**20}
-    try:
-        from alexnet_parity import weights_convert
-        load, save = weights_convert.load, weights_convert.save
-    except (ImportError, AttributeError):
-        return [{**base, "error": "weights_convert.load/save not available yet: conversion not timed"}]
-    d = job["tmp"]
-    src, dst, pt, pt2 = (os.path.join(d, n) for n in ("w.safetensors", "w.pt", "plain.pt", "plain2.pt"))
-    save(src, spec, weights, fmt="canonical")
-    torch.save({k: torch.from_numpy(v) for k, v in weights.items()}, pt)
-
-    def convert():
-        spec_in, w = load(src, variant=variant)
-        save(dst, spec_in, w, fmt="torch")
-
-    def plain():
-        torch.save(torch.load(pt), pt2)
+    convert, plain, check, (convert_label, plain_label) = runner.conversion(spec, weights, job["tmp"])
     convert_s, plain_s = [], []
     for _ in range(3):
         convert_s += _times(convert, 1)
         plain_s += _times(plain, 1)
-    back = torch.load(dst)
-    exact = all(np.array_equal(back[k].numpy(), v) for k, v in weights.items())
-    return [{**base, "convert_s": convert_s, "plain_s": plain_s, "bit_exact": exact}]
+    return [{**base, "convert_s": convert_s, "plain_s": plain_s, "bit_exact": check(),
+             "convert_label": convert_label, "plain_label": plain_label}]
 
 
 def worker(job: dict) -> None:
@@ -915,7 +633,7 @@ def worker(job: dict) -> None:
         out.flush()
 
     t = time.perf_counter()
-    runner = RUNNERS[fw](job["device"], job["tf32"])
+    runner = get_engine(fw).make_runner(job["device"], job["tf32"])
     runner.tmp = job["tmp"]
     emit([{"kind": "info", "versions": runner.versions, "threads": runner.threads, "malloc": job.get("malloc"),
            "import_s": time.perf_counter() - t}])
@@ -931,14 +649,14 @@ def worker(job: dict) -> None:
     if job["device"] == "gpu" and any(r["kind"] == "error" for r in roofs):
         out.close()
         return  # no GPU for this framework: its error says so once
-    paths = [p for p in PATHS[fw] if p in job["paths"]]
+    paths = [p for p in paths_of(fw) if p in job["paths"]]
     for variant in job["variants"]:
         for path in paths:
             _say(f"{fw} {path} {variant} (input {job['sizes'][variant]}, batch {job['batch']}, {job['mode']})")
             one = {**job, "variant": variant}
             emit(_in_child(lambda: _measure_group(runner, fw, path, one, _job_entries(runner, fw, path, one))))
-    if fw == "torch" and job["convert"]:
-        _say("torch: checkpoint conversion")
+    if job["convert"] and hasattr(runner, "conversion"):
+        _say(f"{fw}: checkpoint conversion")
         emit(_in_child(lambda: _conversion(runner, {**job, "variant": job["variants"][0]})))
     out.close()
 

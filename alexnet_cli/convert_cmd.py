@@ -16,14 +16,15 @@ TOLERANCE = 1e-4
 def add_arguments(p):
     from alexnet_parity import weights_convert
     from alexnet_parity.common import VARIANTS
+    from alexnet_parity.common.engines import engine_for_format
 
     import argparse
 
     formats = ", ".join(weights_convert.FORMATS)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.epilog = "formats:\n" + "\n".join(
-        f"  {f.name:<12} {f.files}" + ("" if f.holds == "all" else f" ({f.holds} only)")
-        for f in weights_convert.FORMATS.values()) + (
+    p.epilog = "formats (--verify runs the engine after the colon):\n" + "\n".join(
+        f"  {f.name:<12} {engine_for_format(f.name).name + ':':<10} {f.files}"
+        + ("" if f.holds == "all" else f" ({f.holds} only)") for f in weights_convert.FORMATS.values()) + (
         "\n\nThe variant is read from the file where it records it (canonical, keras, flax Orbax, caffe's layer "
         "order),\nelse inferred from the tensor shapes; caffe, caffenet and paper share shapes, so a file that "
         "records\nnothing needs --variant.")
@@ -105,11 +106,13 @@ def run(args) -> int:
 
 
 def verify(args, spec, weights, src_fmt, dst_fmt, say) -> int:
-    """Read DST back (bit-identical, same spec), then run one input through the source format's framework
-    and the target's, each on the weights read from its own file; print the max relative error."""
+    """Read DST back (bit-identical, same spec), then run one input through the engine whose native format
+    the source is (the numpy reference for a format no engine reads natively) and the target's, each on the
+    weights read from its own file; print the max relative error."""
     import numpy as np
 
     from alexnet_parity import weights_convert as wc
+    from alexnet_parity.common.engines import engine_for_format
     spec2, back, _ = wc.load_as(args.dst, dst_fmt, spec.variant, input_size=spec.input_size)
     if spec2 != spec:
         print(f"verify: FAILED: {args.dst} reads back as {spec2.describe()}, not {spec.describe()}")
@@ -119,8 +122,8 @@ def verify(args, spec, weights, src_fmt, dst_fmt, say) -> int:
         print(f"verify: FAILED: tensor {changed[0]!r} differs after the round trip")
         return 1
     x = np.random.default_rng(0).standard_normal((2, *spec.input_shape)).astype(np.float32)
-    runners = (wc.FRAMEWORK_OF[src_fmt], wc.FRAMEWORK_OF[dst_fmt])
-    say(f"running one batch through {runners[0] or 'the numpy reference'} and {runners[1] or 'the numpy reference'}")
+    runners = (engine_for_format(src_fmt), engine_for_format(dst_fmt))
+    say(f"running one batch through {_label(runners[0])} and {_label(runners[1])}")
     a = _activations(runners[0], spec, weights, x)
     b = _activations(runners[1], spec, back, x)
     errors = {name: float(np.max(np.abs(a[name] - b[name])) / max(float(np.max(np.abs(b[name]))), 1e-30))
@@ -134,18 +137,11 @@ def verify(args, spec, weights, src_fmt, dst_fmt, say) -> int:
     return 0 if ok else 1
 
 
-def _label(runner) -> str:
-    return runner or "numpy reference"
+def _label(engine) -> str:
+    return "numpy reference" if engine.oracle else engine.name
 
 
-def _activations(runner, spec, weights, x):
+def _activations(engine, spec, weights, x):
     import numpy as np
 
-    from alexnet_parity.common.frameworks import load_impl
-
-    if runner is None:
-        from alexnet_parity.common import reference_forward
-
-        return {k: np.asarray(v, dtype=np.float64) for k, v in reference_forward(spec, weights, x).items()}
-    impl = load_impl(runner)
-    return {k: np.asarray(v, dtype=np.float64) for k, v in impl.run_activations(spec, weights, x).items()}
+    return {k: np.asarray(v, dtype=np.float64) for k, v in engine.run_activations(spec, weights, x).items()}

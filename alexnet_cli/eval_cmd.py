@@ -9,11 +9,12 @@ from . import _data
 
 
 def add_arguments(p):
+    from alexnet_parity.training.frameworks import framework_help
     p.add_argument("--weights", required=True, metavar="FILE", help="a checkpoint in any format alexnet convert "
                    "reads (a training run's model.safetensors, a torchvision .pth, a .caffemodel ...)")
     p.add_argument("--data", required=True, metavar="PATH", help=_data.HELP + "; of a train/val folder, val/; "
                    "of CIFAR-10, test_batch.bin; synthetic images are drawn apart from the training ones")
-    p.add_argument("--framework", metavar="F", help="torch, keras or flax (default: the first installed)")
+    p.add_argument("--framework", metavar="F", help=framework_help())
     p.add_argument("--ten-crop", action="store_true", help="the paper's 10 views per image, softmax averaged")
     p.add_argument("--variant", metavar="V", help="the variant the file holds, where it does not record it")
     p.add_argument("--batch", type=int, default=64, metavar="N", help="images per forward pass (default 64)")

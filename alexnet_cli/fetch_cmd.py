@@ -8,7 +8,7 @@ import sys
 def add_arguments(p):
     import argparse
 
-    from alexnet_parity.weights_convert.pretrained import CHECKPOINTS, NATIVE
+    from alexnet_parity.weights_convert.pretrained import CHECKPOINTS, native_files
 
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = "checkpoints:\n" + "\n".join(
@@ -19,8 +19,9 @@ def add_arguments(p):
     p.add_argument("name", metavar="NAME", nargs="?", help="the checkpoint (see below)")
     p.add_argument("--to", metavar="FILE", help="also convert to FILE (format from its name), or into a folder "
                    "with --framework's file name")
-    p.add_argument("--framework", choices=tuple(NATIVE), help="convert for this framework: "
-                   + ", ".join(f"{k} {v[1]}" for k, v in NATIVE.items()) + " (in --to's folder, default here)")
+    native = native_files()
+    p.add_argument("--framework", choices=tuple(native), help="convert for this framework: "
+                   + ", ".join(f"{k} {v[1]}" for k, v in native.items()) + " (in --to's folder, default here)")
     p.add_argument("--cache-dir", metavar="DIR", help="the cache (default: ALEXNET_HOME or the user's cache)")
     p.add_argument("--offline", action="store_true", help="use only the cache; never reach the network")
     p.add_argument("--list", action="store_true", help="print each checkpoint's URL, digest, accuracy and license")

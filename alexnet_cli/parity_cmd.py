@@ -1,6 +1,7 @@
-"""`alexnet parity`: every variant in PyTorch, Keras and Flax, each layer against the float64 reference and
-against each other; a table, JSON and a chart. With --convert, each framework gets its weights through its own
-checkpoint format (canonical -> torch -> keras -> flax files), and the round trip must be bit-identical."""
+"""`alexnet parity`: every variant in every engine of the registry (common.engines), each layer against the
+float64 reference and against each other; a table, JSON and a chart. With --convert, each engine gets its
+weights through its own checkpoint format (canonical -> the first engine's file -> the next's ...), and the
+round trip must be bit-identical."""
 from __future__ import annotations
 
 import json
@@ -11,12 +12,16 @@ import tempfile
 import time
 
 from alexnet_parity.common import VARIANTS, get_spec
-from alexnet_parity.parity_tests.core import (configs, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available,
-                               load_impl, parity_weights, run_parity)
+from alexnet_parity.common.engines import compared, engines, get_engine
+from alexnet_parity.parity_tests.core import TOLERANCE, config_id, configs, failures, parity_weights, run_parity
 
-# the file each framework's weights travel through with --convert
-CONVERT_FORMATS = {"torch": ("torch", "weights.pt"), "keras": ("keras", "weights.weights.h5"),
-                   "flax": ("flax", "weights.msgpack")}
+
+def convert_file(name: str) -> tuple[str, str]:
+    """(format, file name) an engine's weights travel through with --convert: its first native format."""
+    engine = get_engine(name)
+    if not engine.formats:
+        raise ValueError(f"--convert: {name} reads no checkpoint format of its own")
+    return engine.formats[0], f"weights{engine.suffix}"
 
 
 def add_arguments(p):
@@ -24,8 +29,9 @@ def add_arguments(p):
                    help=f"variants to run (default: every variant plus the cases the suite checks): {', '.join(VARIANTS)}")
     p.add_argument("--device", choices=("cpu", "gpu", "all"), default="cpu",
                    help="cpu, gpu, or all devices present (default cpu)")
-    p.add_argument("--frameworks", default=",".join(FRAMEWORKS),
-                   help="comma-separated subset of torch,keras,flax (default: all installed)")
+    p.add_argument("--frameworks", default=",".join(compared()),
+                   help=f"comma-separated subset of {','.join(engines())} (default: all installed but the "
+                   "reference, which every one is measured against)")
     p.add_argument("--input-size", type=int, help="with VARIANT: run at this input size")
     p.add_argument("--num-classes", type=int, help="with VARIANT: this many outputs in fc8")
     p.add_argument("--batch", type=int, default=2, help="images per run (default 2)")
@@ -51,10 +57,10 @@ def _configs(args):
 
 def _frameworks(args):
     names = tuple(n.strip() for n in args.frameworks.split(",") if n.strip())
-    unknown = [n for n in names if n not in FRAMEWORKS]
+    unknown = [n for n in names if n not in engines()]
     if unknown:
-        raise ValueError(f"--frameworks: unknown {unknown[0]!r}; choose from {', '.join(FRAMEWORKS)}")
-    missing = [n for n in names if not framework_available(n)]
+        raise ValueError(f"--frameworks: unknown {unknown[0]!r}; choose from {', '.join(engines())}")
+    missing = [n for n in names if not get_engine(n).available()]
     for n in missing:
         print(f"[parity] {n}: not installed, left out", file=sys.stderr)
     present = tuple(n for n in names if n not in missing)
@@ -66,7 +72,7 @@ def _frameworks(args):
 def _devices(args, frameworks):
     if args.device == "cpu":
         return ["cpu"]
-    gpu = [n for n in frameworks if "gpu" in load_impl(n).devices()]
+    gpu = [n for n in frameworks if "gpu" in get_engine(n).devices()]
     if not gpu:
         if args.device == "gpu":
             raise ValueError("--device gpu: no GPU visible to " + ", ".join(frameworks))
@@ -76,8 +82,9 @@ def _devices(args, frameworks):
 
 
 def converted_weights(variant, overrides, frameworks, seed=0):
-    """Weights for each framework, read back from that framework's own checkpoint format. Chain: canonical
-    safetensors -> torch .pt -> keras .weights.h5 -> flax .msgpack, each loaded from the previous file."""
+    """Weights for each engine, read back from that engine's own checkpoint format. Chain: canonical
+    safetensors -> each engine's file in turn (torch .pt -> keras .weights.h5 -> ...), each loaded from the
+    previous one."""
     import numpy as np
 
     from alexnet_parity import weights_convert
@@ -85,10 +92,10 @@ def converted_weights(variant, overrides, frameworks, seed=0):
     weights = parity_weights(spec, seed)
     out = {}
     with tempfile.TemporaryDirectory(prefix="alexnet-parity-") as tmp:
-        src = os.path.join(tmp, "weights.safetensors")
+        src = os.path.join(tmp, "source.safetensors")
         weights_convert.save(src, spec, weights, fmt="canonical")
         for name in frameworks:
-            fmt, filename = CONVERT_FORMATS[name]
+            fmt, filename = convert_file(name)
             dst = os.path.join(tmp, filename)
             # a torch state_dict or an h5 file need not record the input size (paper at 224 and 227 hold the
             # same shapes), so the reader is told the one we know
@@ -107,7 +114,7 @@ def converted_weights(variant, overrides, frameworks, seed=0):
 
 def _summary_rows(results):
     who = sorted({w for r in results for w in (*r.vs_reference, *r.pairs)},
-                 key=lambda w: (("~" in w), list(FRAMEWORKS).index(w.split("~")[0])))
+                 key=lambda w: (("~" in w), list(engines()).index(w.split("~")[0])))
     head = ["variant", "device", *[w if "~" in w else f"{w} vs ref" for w in who], "worst layer"]
     rows = [head]
     for r in results:
@@ -144,7 +151,7 @@ def plot(results, path, tolerance):
     cols = min(3, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.6 * rows), squeeze=False)
-    colors = {"torch": "tab:red", "keras": "tab:blue", "flax": "tab:green"}
+    colors = {name: e.color for name, e in engines().items()}
     for ax, r in zip(axes.flat, results):
         x = range(len(r.layers))
         floor = 1e-10  # exact agreement (0) drawn at the floor of the log axis
@@ -184,7 +191,7 @@ def run(args) -> int:
         weights_for = None
         if args.convert:
             weights_for = converted_weights(variant, overrides, frameworks)
-            print(f"[parity]   weights through {' -> '.join(CONVERT_FORMATS[f][1] for f in frameworks)}: "
+            print(f"[parity]   weights through {' -> '.join(convert_file(f)[1] for f in frameworks)}: "
                   "bit-identical", file=sys.stderr)
         r = run_parity(variant, overrides, device=device, frameworks=frameworks, batch=args.batch,
                        weights_for=weights_for)

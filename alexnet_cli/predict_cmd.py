@@ -9,9 +9,10 @@ import numpy as np
 
 
 def add_arguments(p):
+    from alexnet_parity.training.frameworks import framework_help
     p.add_argument("image", metavar="IMAGE", help="an image file Pillow reads (JPEG, PNG, ...)")
     p.add_argument("--weights", required=True, metavar="FILE", help="a checkpoint in any format alexnet convert reads")
-    p.add_argument("--framework", metavar="F", help="torch, keras or flax (default: the first installed)")
+    p.add_argument("--framework", metavar="F", help=framework_help())
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to print (default 5)")
     p.add_argument("--variant", metavar="V", help="the variant the file holds, where it does not record it")
 

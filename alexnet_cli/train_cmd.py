@@ -17,9 +17,10 @@ DEFAULTS = {"variant": "paper", "input_size": None, "num_classes": None, "batch"
 
 
 def add_arguments(p):
+    from alexnet_parity.training.frameworks import framework_help
     from alexnet_parity.common import VARIANTS
 
-    p.add_argument("--framework", metavar="F", help="torch, keras or flax (default: the first installed)")
+    p.add_argument("--framework", metavar="F", help=framework_help())
     p.add_argument("--variant", metavar="V", help=f"default paper; one of: {', '.join(VARIANTS)}")
     p.add_argument("--data", metavar="PATH", help=_data.HELP)
     p.add_argument("--input-size", type=int, metavar="N", help="square input size (default: the variant's own)")

@@ -3,11 +3,17 @@
     from alexnet_parity.common import get_spec
     from alexnet_parity.jax_impl import build_model, jit_forward
     model = build_model(get_spec("caffe"), weights)       # canonical weights dict, or None for the variant's init
-    logits = jit_forward(model)(x_nhwc)                   # jitted inference; model(x) runs eagerly
-    model.train(); model(x_nhwc, rngs=nnx.Rngs(dropout=0))  # dropout on
+    model(x_nhwc, rngs=nnx.Rngs(dropout=0))               # train mode, as every NNX module starts: dropout on
+    model.eval(); model(x_nhwc)                           # eval mode: deterministic
+    logits = jit_forward(model)(x_nhwc)                   # jitted inference, eval mode whatever the model's
+
+The names are imported on first use, so that the engine record (jax_impl.engine) reads without importing JAX.
 """
-from .model import (AlexNet, activations, build_model, devices, export_weights, jit_forward, load_weights,
-                    run_activations)
+from alexnet_parity.common.engines import lazy_exports
+
+_EXPORTS = {"model": ("AlexNet", "activations", "build_model", "devices", "export_weights", "jit_forward",
+                      "load_weights", "run_activations")}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["build_model", "export_weights", "load_weights", "activations", "run_activations", "devices",
            "AlexNet", "jit_forward"]

@@ -18,8 +18,9 @@ class AlexNet(nnx.Module):
     """Any AlexNet of common.VARIANTS. Parameter layers and dropouts are attributes named as in the spec
     (model.conv1, model.drop6, model.fc6, ...), so nnx.state(model) reads conv1/kernel, fc6/bias, ...
 
-    Dropout draws from the `rngs` passed to __call__ (model.train(); model(x, rngs=nnx.Rngs(dropout=1))):
-    the module holds no RNG state, so nnx.state(model) is parameters only.
+    It starts in train mode, as every NNX module does: dropout draws from the `rngs` passed to __call__
+    (model(x, rngs=nnx.Rngs(dropout=1))); model.eval() makes it deterministic. The module holds no RNG state,
+    so nnx.state(model) is parameters only.
     """
 
     def __init__(self, spec: Spec, *, rngs: nnx.Rngs):
@@ -49,7 +50,13 @@ class AlexNet(nnx.Module):
             if isinstance(layer, (Conv, Dense)):
                 x = getattr(self, layer.name)(x)
             elif isinstance(layer, Dropout):
-                x = getattr(self, layer.name)(x, deterministic=deterministic, rngs=rngs)
+                dropout = getattr(self, layer.name)
+                if rngs is None and layer.rate > 0 and not (dropout.deterministic if deterministic is None
+                                                            else deterministic):
+                    raise ValueError(f"{layer.name}: the model is in train mode (as build_model returns it, like "
+                                     "every NNX module), where dropout draws from rngs: pass "
+                                     "rngs=nnx.Rngs(dropout=SEED), or call model.eval() for inference")
+                x = dropout(x, deterministic=deterministic, rngs=rngs)
             elif isinstance(layer, ReLU):
                 x = jax.nn.relu(x)
             elif isinstance(layer, LRN):
@@ -89,7 +96,8 @@ def export_weights(model: AlexNet) -> dict[str, np.ndarray]:
 
 
 def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:
-    """The spec as a Flax NNX module, in eval mode (model.train() turns dropout on).
+    """The spec as a Flax NNX module, in train mode as every NNX module starts (dropout on, drawing from the
+    rngs passed to the call); model.eval() turns dropout off.
 
     weights=None draws the variant's init rule with JAX's RNG, nnx.Rngs(seed); seed=None takes a fresh
     seed from the OS, as torch and Keras draw from their global RNG. With weights (a canonical dict),
@@ -101,7 +109,6 @@ def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = N
         load_weights(model, weights)
     else:
         model = AlexNet(spec, rngs=nnx.Rngs(secrets.randbits(32) if seed is None else seed))
-    model.eval()
     return model
 
 

@@ -172,3 +172,13 @@ def load_optimizer_state(optimizer: nnx.Optimizer, model: AlexNet, state: dict) 
     jax.tree.map(lambda v, value: v.set_value(value), optimizer.opt_state.velocity, native,
                  is_leaf=lambda v: isinstance(v, nnx.Variable))
     optimizer.spec = model.spec
+
+
+@nnx.jit
+def _apply(model, optimizer, grads):  # one compile rather than op-by-op dispatch
+    optimizer.update(model, grads)
+
+
+def apply_gradients(model: AlexNet, optimizer: nnx.Optimizer, grads: dict) -> None:
+    """One optimizer step from given canonical gradients (name -> array) instead of a backward pass."""
+    _apply(model, optimizer, _native(model.spec, grads))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from alexnet_parity.common import VARIANTS, Spec, get_spec, reference_forward
-from alexnet_parity.common.frameworks import FRAMEWORKS, framework_available, load_impl  # noqa: F401 (framework_available is re-exported)
+from alexnet_parity.common.engines import compared, get_engine
 
 TOLERANCE = 1e-5
 
@@ -91,9 +91,10 @@ class ParityResult:
 
 
 def run_parity(variant: str, overrides: dict | None = None, *, device: str = "cpu",
-               frameworks: tuple[str, ...] = tuple(FRAMEWORKS), batch: int = 2, seed: int = 0,
+               frameworks: tuple[str, ...] | None = None, batch: int = 2, seed: int = 0,
                weights_for: dict | None = None, spec_for: dict | None = None) -> ParityResult:
-    """Run one spec through the reference and each framework on `device`; compare every named layer.
+    """Run one spec through the reference and each engine on `device` (default: every engine of the registry
+    but the reference); compare every named layer.
     weights_for / spec_for: optional framework -> the weights / spec that framework gets instead (weights read
     back from its own file; or a deliberately broken port, to prove the suite catches it)."""
     overrides = dict(overrides or {})
@@ -103,12 +104,12 @@ def run_parity(variant: str, overrides: dict | None = None, *, device: str = "cp
     ref = reference_forward(spec, weights, x)
     result = ParityResult(variant, overrides, device, list(ref))
     outputs = {}
-    for name in frameworks:
-        impl = load_impl(name)
-        if device not in impl.devices():
+    for name in (tuple(compared()) if frameworks is None else frameworks):
+        engine = get_engine(name, "engine")
+        if device not in engine.devices():
             result.errors[name] = f"{name} sees no {device}"
             continue
-        acts = impl.run_activations((spec_for or {}).get(name, spec), (weights_for or {}).get(name, weights), x,
+        acts = engine.run_activations((spec_for or {}).get(name, spec), (weights_for or {}).get(name, weights), x,
                                     device=device)
         missing = [layer for layer in ref if layer not in acts]
         if missing:

@@ -4,11 +4,18 @@ import numpy as np
 import pytest
 
 from alexnet_parity.common import fc_rows_hwc_to_chw, get_spec
-from alexnet_parity.parity_tests.core import failures, framework_available, parity_weights, run_parity
+from alexnet_parity.common.engines import compared
+from alexnet_parity.parity_tests.core import failures, parity_weights, run_parity
 
 
-def needs(framework):
-    return pytest.mark.skipif(not framework_available(framework), reason=f"{framework} is not installed")
+def installed(framework):
+    if not compared()[framework].available():
+        pytest.skip(f"{framework} is not installed")
+
+
+def nhwc() -> list[str]:
+    """The engines whose flatten is H,W,C ordered: where fc6's rows must be permuted."""
+    return [name for name, engine in compared().items() if engine.layout == "NHWC"]
 
 
 def first_failing_layer(result, who):
@@ -16,20 +23,21 @@ def first_failing_layer(result, who):
     return bad[0] if bad else None
 
 
-@needs("torch")
 def test_transposed_kernel_fails_at_that_layer():
+    framework = next((name for name, engine in compared().items() if engine.available()), None)
+    if framework is None:
+        pytest.skip("no engine is installed")
     spec = get_spec("caffe")
     w = parity_weights(spec)
     broken = dict(w, **{"conv2.weight": np.ascontiguousarray(w["conv2.weight"].transpose(0, 1, 3, 2))})
-    result = run_parity("caffe", device="cpu", frameworks=("torch",), weights_for={"torch": broken})
-    assert failures(result) and first_failing_layer(result, "torch") == "conv2"
-    assert result.vs_reference["torch"]["conv2"] > 0.1
+    result = run_parity("caffe", device="cpu", frameworks=(framework,), weights_for={framework: broken})
+    assert failures(result) and first_failing_layer(result, framework) == "conv2"
+    assert result.vs_reference[framework]["conv2"] > 0.1
 
 
-@pytest.mark.parametrize("framework", ["keras", "flax"])
+@pytest.mark.parametrize("framework", nhwc())
 def test_fc6_rows_in_hwc_order_fails_at_fc6(framework):
-    if not framework_available(framework):
-        pytest.skip(f"{framework} is not installed")
+    installed(framework)
     spec = get_spec("torchvision")
     w = parity_weights(spec)
     # A port that copies the canonical (out, C*H*W) matrix as its NHWC Dense kernel, without permuting rows,
@@ -41,10 +49,9 @@ def test_fc6_rows_in_hwc_order_fails_at_fc6(framework):
     assert result.vs_reference[framework]["fc6"] > 0.1
 
 
-@pytest.mark.parametrize("framework", ["torch", "keras", "flax"])
+@pytest.mark.parametrize("framework", list(compared()))
 def test_lrn_alpha_not_divided_by_n_fails_at_norm1(framework):
-    if not framework_available(framework):
-        pytest.skip(f"{framework} is not installed")
+    installed(framework)
     spec = get_spec("caffe")
     wrong = spec.replace_layers("lrn", alpha_over_n=False)
     result = run_parity("caffe", device="cpu", frameworks=(framework,), spec_for={framework: wrong})

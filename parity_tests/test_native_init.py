@@ -1,9 +1,9 @@
-"""Each framework's native init (its own RNG) follows the variant's rule, as numpy's init_weights does."""
+"""Each engine's native init (its own RNG) follows the variant's rule, as numpy's init_weights does."""
 import numpy as np
 import pytest
 
 from alexnet_parity.common import VARIANTS, get_spec, init_weights, smallest_input_size
-from alexnet_parity.parity_tests.core import FRAMEWORKS, framework_available, load_impl
+from alexnet_parity.common.engines import compared
 from alexnet_parity.parity_tests.init_check import init_problems, spec_init_problems
 
 
@@ -13,13 +13,13 @@ def init_spec(variant):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("framework", list(FRAMEWORKS))
+@pytest.mark.parametrize("framework", list(compared()))
 def test_native_init_follows_the_rule(framework, variant):
-    if not framework_available(framework):
+    engine = compared()[framework]
+    if not engine.available():
         pytest.skip(f"{framework} is not installed")
-    impl = load_impl(framework)
     spec = init_spec(variant)
-    weights = impl.export_weights(impl.build_model(spec, seed=0))
+    weights = engine.export_weights(engine.build_model(spec, seed=0))
     assert {k: v.shape for k, v in weights.items()} == spec.weight_shapes()
     assert not spec_init_problems(spec, weights)
 

@@ -6,28 +6,32 @@ import pytest
 
 from alexnet_parity.common import get_spec
 
-from alexnet_parity.parity_tests.core import CONFIGS, FRAMEWORKS, TOLERANCE, config_id, failures, framework_available, load_impl, run_parity
+from alexnet_parity.common.engines import compared
+from alexnet_parity.parity_tests.core import CONFIGS, TOLERANCE, config_id, failures, run_parity
 
-AVAILABLE = tuple(name for name in FRAMEWORKS if framework_available(name))
+
+def available() -> tuple[str, ...]:
+    """The installed engines of the registry, the reference aside (every one is measured against it)."""
+    return tuple(name for name, engine in compared().items() if engine.available())
 
 
 def gpu_frameworks() -> tuple[str, ...]:
-    return tuple(name for name in AVAILABLE if "gpu" in load_impl(name).devices())
+    return tuple(name for name in available() if "gpu" in compared()[name].devices())
 
 
 def test_every_framework_is_installed_in_ci():
-    """CI installs all three; a missing one there must fail, not quietly shrink the suite."""
+    """CI installs every engine; a missing one there must fail, not quietly shrink the suite."""
     if os.environ.get("CI") != "true":
         pytest.skip("only enforced in CI (CI=true)")
-    assert AVAILABLE == tuple(FRAMEWORKS)
+    assert available() == tuple(compared())
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
 @pytest.mark.parametrize("variant,overrides", CONFIGS, ids=[config_id(*c) for c in CONFIGS])
 def test_every_layer_agrees(variant, overrides, device):
-    if not AVAILABLE:
-        pytest.skip("none of torch, tensorflow+keras, jax+flax is installed")
-    frameworks = AVAILABLE
+    frameworks = available()
+    if not frameworks:
+        pytest.skip(f"none of {', '.join(compared())} is installed")
     if device == "gpu":
         frameworks = gpu_frameworks()
         if not frameworks:

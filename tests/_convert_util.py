@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 # torchvision's AlexNet class, verbatim (torchvision does not import beside the CPU torch build)
-from alexnet_parity.alexnet_cli.bench_cmd import transcribed_torchvision_alexnet as torchvision_alexnet  # noqa: F401
+from alexnet_parity.torch_impl.bench import transcribed_torchvision_alexnet as torchvision_alexnet  # noqa: F401
 
 # (format, file name ending, save options): every container each format writes
 CONTAINERS = [

@@ -20,7 +20,7 @@ import pytest
 
 from alexnet_parity import weights_convert as wc
 from alexnet_parity.common import get_spec, reference_forward
-from alexnet_parity.common.frameworks import load_impl
+from alexnet_parity.common.engines import get_engine
 from alexnet_parity.parity_tests.core import parity_input, parity_weights, rel_err
 
 from _convert_util import (bvlc_deploy_prototxt, bvlc_net_bytes, caffe_messages, one_column_alexnet,
@@ -33,7 +33,7 @@ TARGETS = [("torch", ".pt", "torch"), ("keras", ".weights.h5", "keras"), ("flax"
 
 def _impl(framework):
     try:
-        return load_impl(framework)
+        return get_engine(framework).impl()
     except ImportError:
         pytest.skip(f"{framework} is not installed")
 

@@ -166,10 +166,27 @@ def test_seed_makes_init_reproducible():
 
 @pytest.fixture(scope="module")
 def small_paper():
-    """Groups, LRN, ceil pooling and dropout, at a small input so compiles stay quick."""
+    """Groups, LRN, ceil pooling and dropout, at a small input so compiles stay quick; in eval mode."""
     spec = get_spec("paper", input_size=smallest_input_size("paper") + 24)
     model = jax_impl.build_model(spec, live_weights(spec))
+    model.eval()
     return spec, model, jnp.asarray(nchw_to_nhwc(batch(spec)))
+
+
+def test_build_model_returns_train_mode_as_nnx_modules_start():
+    """Like every NNX module (and torch's nn.Module), build_model's model is in train mode: dropout on,
+    drawing from the call's rngs; without rngs it says what to do; .eval() turns dropout off."""
+    spec = get_spec("torchvision", input_size=smallest_input_size("torchvision"), num_classes=2)
+    model = jax_impl.build_model(spec, live_weights(spec))
+    x = jnp.asarray(nchw_to_nhwc(batch(spec)))
+    assert all(d.deterministic is False for d in (model.drop6, model.drop7))
+    a, b = (np.asarray(model(x, rngs=nnx.Rngs(dropout=s))) for s in (0, 1))
+    assert not np.allclose(a, b)  # two masks, two outputs
+    with pytest.raises(ValueError, match="train mode.*rngs=nnx.Rngs.*model.eval()"):
+        model(x)
+    model.eval()
+    assert np.array_equal(np.asarray(model(x)), np.asarray(model(x)))
+    assert np.array_equal(np.asarray(model(x)), np.asarray(model(x, deterministic=True)))
 
 
 def test_split_merge_round_trip(small_paper):
@@ -220,6 +237,7 @@ def test_rate_zero_dropout_is_the_identity_in_train_mode(small_paper):
     spec, _, x = small_paper
     no_drop = spec.replace_layers("dropout", rate=0.0)
     model = jax_impl.build_model(no_drop, live_weights(spec))
+    model.eval()
     evaluated = np.asarray(model(x))
     model.train()
     assert np.array_equal(np.asarray(model(x, rngs=nnx.Rngs(dropout=0))), evaluated)

@@ -14,6 +14,7 @@ import pytest
 from alexnet_parity import weights_convert as wc
 from alexnet_parity.alexnet_cli.main import main
 from alexnet_parity.common import VARIANTS, Case, get_spec, smallest_input_size
+from alexnet_parity.common.engines import compared
 from alexnet_parity.parity_tests import core
 from alexnet_parity.weights_convert._common import atomic_output, finish, resolve_spec, starts_with
 from alexnet_parity.weights_convert.registry import Format
@@ -149,7 +150,7 @@ def test_a_new_variant_is_in_summary_suite_and_converters(seventh_variant, tmp_p
     assert core.config_id(name, {"input_size": 71}) == "caffe-half@71"
     assert len(configs) == len(core.CONFIGS) + 2  # CONFIGS was computed without it
 
-    fw = next((f for f in ("torch", *core.FRAMEWORKS) if f in core.FRAMEWORKS and core.framework_available(f)), None)
+    fw = next((name for name, engine in compared().items() if engine.available()), None)
     if fw is not None:
         result = core.run_parity(name, {"input_size": 71}, frameworks=(fw,))
         assert list(result.vs_reference) == [fw] and result.layers[-1] == "fc8"

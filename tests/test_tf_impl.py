@@ -283,6 +283,16 @@ def test_layers_carry_canonical_names_and_nhwc_activations():
     assert tuple(acts["fc8"].shape) == (1, 1000)
 
 
+def test_mode_is_the_training_call_argument():
+    """Keras models have no mode of their own: model(x) is inference, model(x, training=True) drops."""
+    spec = get_spec("torchvision", input_size=smallest_input_size("torchvision"), num_classes=2)
+    model = tf_impl.build_model(spec, lively_weights(spec))
+    x = images(spec, scale=10).transpose(0, 2, 3, 1)
+    plain = model(x).numpy()
+    assert np.array_equal(plain, model(x).numpy()) and np.array_equal(plain, model(x, training=False).numpy())
+    assert not np.allclose(plain, model(x, training=True).numpy())
+
+
 @pytest.mark.parametrize("variant", ["paper", "torchvision"])
 def test_training_mode_differs_only_by_dropout(variant):
     spec = get_spec(variant, input_size=100, num_classes=4)

@@ -148,6 +148,20 @@ def test_load_refuses_a_checkpoint_for_another_input_size():
 
 # --- training mode ----------------------------------------------------------------------------------------
 
+def test_build_model_returns_train_mode_as_nn_module_does():
+    """torch's default, which Flax NNX shares: dropout on until .eval(); the spec's dropouts drop."""
+    spec = get_spec("torchvision", input_size=smallest_input_size("torchvision"), num_classes=2)
+    model = ti.build_model(spec, parity_weights(spec))
+    assert model.training and all(m.training for m in model.modules())
+    x = torch.from_numpy(parity_input(spec, batch=2))
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = model(x)
+        torch.manual_seed(1)
+        assert not torch.equal(a, model(x))  # two masks
+        assert torch.equal(model.eval()(x), model(x))
+
+
 @pytest.fixture(scope="module")
 def torchvision_small():
     spec = get_spec("torchvision", input_size=64)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from alexnet_parity.common import VARIANTS, get_spec, nchw_to_nhwc, reference_forward, smallest_input_size
+from alexnet_parity.common.engines import engines, trainable
 from alexnet_parity.common.optim import PaperSGD, multipliers, paper_sgd_update
 
 TOL = 1e-5  # cross-framework, per tensor: max|a - b| / max|b|
@@ -20,85 +21,36 @@ OPT_TOL = 1e-6  # an optimizer against the numpy definition, from identical inpu
 BATCH = 4
 
 
-# --- the frameworks, behind one small interface -------------------------------------------------------
-class Torch:
-    name = "torch"
-
-    def __init__(self):
-        from alexnet_parity import torch_impl
-        from alexnet_parity.torch_impl import train as train
-        self.impl, self.train = torch_impl, train
+# --- the engines that train, from the registry, behind one small interface -----------------------------
+class Engine:
+    def __init__(self, engine):
+        self.engine, self.name = engine, engine.name
+        self.impl, self.train = engine.impl(), engine.train_module()
 
     def build(self, spec, weights):
-        return self.impl.build_model(spec, weights)
+        return self.engine.build_model(spec, weights)
 
     def native_x(self, x_nchw):
-        return x_nchw
+        return nchw_to_nhwc(x_nchw) if self.engine.layout == "NHWC" else x_nchw
 
     def apply(self, model, opt, grads):
-        import torch
-        for name, p in model.named_parameters():
-            p.grad = torch.from_numpy(grads[name].copy())
-        opt.step()
+        self.train.apply_gradients(model, opt, grads)
 
 
-class Keras:
-    name = "keras"
-
-    def __init__(self):
-        from alexnet_parity import tf_impl
-        from alexnet_parity.tf_impl import train as train
-        self.impl, self.train = tf_impl, train
-
-    def build(self, spec, weights):
-        return self.impl.build_model(spec, weights)
-
-    def native_x(self, x_nchw):
-        return nchw_to_nhwc(x_nchw)
-
-    def apply(self, model, opt, grads):
-        opt.apply(self.train._native(model, grads), model.trainable_variables)
+def _installed(engine):
+    if not engine.available():
+        pytest.skip(engine.missing())
+    return Engine(engine)
 
 
-class Flax:
-    name = "flax"
-
-    def __init__(self):
-        from alexnet_parity import jax_impl
-        from alexnet_parity.jax_impl import train as train
-        self.impl, self.train = jax_impl, train
-
-    def build(self, spec, weights):
-        return self.impl.build_model(spec, weights)
-
-    def native_x(self, x_nchw):
-        return nchw_to_nhwc(x_nchw)
-
-    def apply(self, model, opt, grads):
-        from flax import nnx
-        if not hasattr(self, "_update"):  # one compile rather than op-by-op dispatch
-            self._update = nnx.jit(lambda model, opt, grads: opt.update(model, grads))
-        self._update(model, opt, self.train._native(model.spec, grads))
-
-
-FRAMEWORKS = {"torch": (Torch, ("torch",)), "keras": (Keras, ("tensorflow", "keras")),
-              "flax": (Flax, ("jax", "flax", "optax"))}
-
-
-@pytest.fixture(scope="module", params=list(FRAMEWORKS))
+@pytest.fixture(scope="module", params=list(trainable()))
 def fw(request):
-    cls, modules = FRAMEWORKS[request.param]
-    for module in modules:
-        pytest.importorskip(module)
-    return cls()
+    return _installed(trainable()[request.param])
 
 
 @pytest.fixture(scope="module")
 def all_fws():
-    for _, modules in FRAMEWORKS.values():
-        for module in modules:
-            pytest.importorskip(module)
-    return [cls() for cls, _ in FRAMEWORKS.values()]
+    return [_installed(engine) for engine in trainable().values()]
 
 
 # --- data -----------------------------------------------------------------------------------------------
@@ -317,8 +269,8 @@ def one_step(f, spec, weights, x, y, lr=0.01):
 
 
 def check_same(out: dict, spec, weights, x):
-    """Every framework's loss, gradients, velocity (the step's update) and weights are torch's."""
-    ref = out["torch"]
+    """Every engine's loss, gradients, velocity (the step's update) and weights are the first one's."""
+    first, ref = next(iter(out.items()))
     assert np.isfinite(ref["loss"]) and ref["loss"] > 0
     dead = [k for k, g in ref["grads"].items() if not np.any(g)]
     assert not dead, f"{spec.describe()}: zero gradient for {dead} (weights not lively enough to test)"
@@ -326,7 +278,7 @@ def check_same(out: dict, spec, weights, x):
         assert got["loss"] == pytest.approx(ref["loss"], rel=TOL), f"{name} loss"
         for part in ("grads", "velocity", "weights"):
             err, tensor = worst(got[part], ref[part])
-            assert err <= TOL, (f"{spec.describe()}: {name} vs torch: {part} of {tensor} off by {err:.2e}; "
+            assert err <= TOL, (f"{spec.describe()}: {name} vs {first}: {part} of {tensor} off by {err:.2e}; "
                                 f"float32 near-ties in this data: {near_kinks(spec, weights, x) or 'none'}")
 
 
@@ -378,21 +330,15 @@ def test_one_step_full_size(all_fws):
     check_same({f.name: one_step(f, spec, weights, x, y)[0] for f in all_fws}, spec, weights, x)
 
 
-@pytest.mark.parametrize("package", ["torch_impl", "tf_impl", "jax_impl"])
-def test_train_modules_import_only_their_framework(package):
-    """Each train.py imports its own framework, common and its own package: never another framework
-    (the packages' own tests check that importing the package itself does not)."""
+def _imports(path) -> set[str]:
+    """The top-level packages a module imports (alexnet_parity.tf_impl.layers -> tf_impl; torch.nn -> torch)."""
     import ast
-    import pathlib
-    others = {"torch_impl": {"tensorflow", "keras", "jax", "flax", "optax"},
-              "tf_impl": {"torch", "jax", "flax", "optax"}, "jax_impl": {"torch", "tensorflow", "keras"}}
-    path = pathlib.Path(__file__).parent.parent / package / "train.py"
-    imported = set()
 
-    def top(module):  # alexnet_parity.tf_impl.layers -> tf_impl; torch.nn -> torch
+    def top(module):
         parts = module.split(".")
         return parts[1] if parts[0] == "alexnet_parity" and len(parts) > 1 else parts[0]
 
+    imported = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             imported |= {top(alias.name) for alias in node.names}
@@ -400,5 +346,31 @@ def test_train_modules_import_only_their_framework(package):
             imported.add(top(node.module))
             if node.module == "alexnet_parity":
                 imported |= {alias.name for alias in node.names}
-    assert not imported & others[package], f"{path} imports {imported & others[package]}"
-    assert not imported & {"torch_impl", "tf_impl", "jax_impl"} - {package}
+    return imported
+
+
+def _packages():
+    """(engine, its package's folder) for every engine whose code is a package of this project."""
+    import importlib.util
+    import pathlib
+    for engine in engines().values():
+        if isinstance(engine.package, str) and engine.package.startswith("alexnet_parity.") and not engine.oracle:
+            spec = importlib.util.find_spec(engine.package)  # the package's __init__ imports no framework
+            yield engine, pathlib.Path(spec.origin).parent
+
+
+@pytest.mark.parametrize("engine,folder", list(_packages()), ids=lambda v: getattr(v, "name", ""))
+def test_engine_packages_import_only_their_framework_and_point_down(engine, folder):
+    """Every module of an engine's package imports its own framework, common and its own package: never
+    another engine's framework or package, and never what sits above the engines (training, the CLI, the
+    parity harness). distributed.py is the one exception left: its command line reuses training.smoke."""
+    own = set(engine.modules)
+    others = {m for e in engines().values() for m in e.modules} - own
+    packages = {p.name for _, p in _packages()} - {folder.name}
+    above = {"training", "alexnet_cli", "parity_tests"}
+    for path in sorted(folder.glob("*.py")):
+        imported = _imports(path)
+        assert not imported & others, f"{path} imports {imported & others}"
+        assert not imported & packages, f"{path} imports {imported & packages}"
+        if path.name != "distributed.py":
+            assert not imported & above, f"{path} imports {imported & above}"

@@ -189,3 +189,8 @@ def load_optimizer_state(optimizer: PaperSGD, model: keras.Model, state: dict) -
     for variable, value in zip(model.trainable_variables, native):
         _velocity(optimizer, variable).assign(value)
     _models[optimizer] = weakref.ref(model)
+
+
+def apply_gradients(model: keras.Model, optimizer: PaperSGD, grads: dict) -> None:
+    """One optimizer step from given canonical gradients (name -> array) instead of a backward pass."""
+    optimizer.apply(_native(model, grads), model.trainable_variables)

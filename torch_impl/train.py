@@ -156,3 +156,10 @@ def load_optimizer_state(optimizer: PaperSGD, model: nn.Module, state: dict) -> 
     with torch.no_grad():
         for name, p in _named(optimizer):
             optimizer.velocity(p).copy_(torch.from_numpy(np.ascontiguousarray(state[name], dtype=np.float32)))
+
+
+def apply_gradients(model: nn.Module, optimizer: PaperSGD, grads: dict) -> None:
+    """One optimizer step from given canonical gradients (name -> array) instead of a backward pass."""
+    for name, p in unwrap(model).named_parameters():
+        p.grad = torch.from_numpy(np.array(grads[name], dtype=np.float32)).to(p.device)
+    optimizer.step()

@@ -54,7 +54,7 @@ FIXED = ("variant", "input_size", "num_classes", "batch", "seed", "data", "val_f
 
 @dataclass(frozen=True)
 class RunConfig:
-    framework: str = "torch"
+    framework: str = ""  # the engine, by its --framework name; "": the first installed
     variant: str = "paper"
     input_size: int | None = None  # None: the variant's own
     num_classes: int = 1000
@@ -317,8 +317,10 @@ def train(config: RunConfig, train_source: Source, val_source: Source, out, *, r
     (checkpointing where it stops). Progress goes to `stream` (stderr); on_step(epoch, step, loss) is
     called after every step (epoch and step counted from 0)."""
     from alexnet_parity import weights_convert
-    from .frameworks import make_adapter
+    from .frameworks import default_framework, make_adapter
 
+    if not config.framework:
+        config = dataclasses.replace(config, framework=default_framework())
     stream = sys.stderr if stream is None else stream
     out = Path(out)
     ckpt = out / CHECKPOINT

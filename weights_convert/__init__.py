@@ -32,9 +32,6 @@ register(flax_fmt.FORMAT)
 register(caffe.FORMAT)
 register(slim.FORMAT)
 
-# The framework whose model --verify builds for a format's weights (None: the float64 numpy reference)
-FRAMEWORK_OF = {"canonical": None, "torch": "torch", "torchvision": "torch", "keras": "keras",
-                "flax": "flax", "caffe": None, "slim": "keras"}
 
 
 def load_as(path, fmt: str | None = None, variant: str | None = None, *, input_size: int | None = None,
@@ -76,5 +73,4 @@ def save(path, spec: Spec, weights: dict, fmt: str | None = None, **options) -> 
     return fmt
 
 
-__all__ = ["load", "load_as", "save", "guess_format", "get_format", "can_hold", "register", "FORMATS",
-           "FRAMEWORK_OF", "Format"]
+__all__ = ["load", "load_as", "save", "guess_format", "get_format", "can_hold", "register", "FORMATS", "Format"]

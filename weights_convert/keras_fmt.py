@@ -29,6 +29,7 @@ PARAM_LAYERS = tuple(f"conv{i}" for i in range(1, 6)) + ("fc6", "fc7", "fc8")
 def _framework():
     try:
         from alexnet_parity import tf_impl
+        tf_impl.AlexNet  # noqa: B018 -- the package's names are lazy: import Keras, and register tf_impl's layers
     except ImportError as err:
         raise ValueError(f"the keras format needs TensorFlow and Keras ({err})") from None
     return tf_impl

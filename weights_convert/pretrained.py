@@ -301,7 +301,11 @@ def load_pretrained(name: str, cache: str | os.PathLike | None = None, *, offlin
 
 
 # framework -> (format, file name suffix) of the file `alexnet fetch --framework F` writes
-NATIVE = {"torch": ("torch", ".pt"), "keras": ("keras", ".weights.h5"), "flax": ("flax", ".msgpack")}
+def native_files() -> dict[str, tuple[str, str]]:
+    """engine name -> (its native format, the file ending written for it), from the engine registry."""
+    from alexnet_parity.common.engines import compared
+
+    return {name: (e.formats[0], e.suffix) for name, e in compared().items() if e.formats}
 
 
 def destination(name: str, to: str | None, framework: str | None) -> tuple[str | None, str | None]:
@@ -310,21 +314,24 @@ def destination(name: str, to: str | None, framework: str | None) -> tuple[str |
     after the checkpoint; --to a file: its format from the name, which must be the framework's when given."""
     from alexnet_parity import weights_convert as wc
 
-    if framework is not None and framework not in NATIVE:
-        raise ValueError(f"unknown framework {framework!r}; choose one of: {', '.join(NATIVE)}")
+    native = native_files()
+    if framework is not None and framework not in native:
+        raise ValueError(f"unknown framework {framework!r}; choose one of: {', '.join(native)}")
     if to is None and framework is None:
         return None, None
     # an existing Orbax checkpoint directory is a file to replace, any other directory a folder to write into
     folder = to is None or to.endswith(os.sep) or (os.path.isdir(to) and not wc.get_format("flax").sniff(to))
     if folder:
-        fmt, suffix = NATIVE[framework or "torch"]
+        fmt, suffix = native[framework or next(iter(native))]
         return os.path.join(to or ".", name + suffix), fmt
     fmt = wc.guess_format(to, reading=False)
-    if framework is not None and wc.FRAMEWORK_OF.get(fmt) != framework:
-        raise ValueError(f"--to {to}: a {fmt} file, not a {framework} one; name it *{NATIVE[framework][1]} or "
+    from alexnet_parity.common.engines import engine_for_format
+
+    if framework is not None and engine_for_format(fmt).name != framework:
+        raise ValueError(f"--to {to}: a {fmt} file, not a {framework} one; name it *{native[framework][1]} or "
                          f"give a folder")
     return to, fmt
 
 
 __all__ = ["Checkpoint", "CHECKPOINTS", "FetchError", "fetch", "load_pretrained", "cache_dir", "cached_path",
-           "get_checkpoint", "destination", "NATIVE", "digest_matches", "file_digest", "HUB_HASH"]
+           "get_checkpoint", "destination", "native_files", "digest_matches", "file_digest", "HUB_HASH"]
