@@ -13,8 +13,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
-from alexnet_parity.common import (AdaptiveAvgPool, Conv, Init, LRN, MaxPool, adaptive_pool_is_uniform, adaptive_pool_matrix,
-                    init_bounds)
+from alexnet_parity.common import (AdaptiveAvgPool, Conv, Init, LRN, MaxPool, adaptive_pool_is_uniform,
+                                   adaptive_pool_matrix, init_bounds)
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 

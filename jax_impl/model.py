@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alexnet_parity.common import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, LRN, MaxPool, ReLU, Spec, activation_to_nchw,
-                    from_nhwc, nchw_to_nhwc, to_nhwc)
+from alexnet_parity.common import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, LRN, MaxPool, ReLU, Spec,
+                                   activation_to_nchw, from_nhwc, nchw_to_nhwc, to_nhwc)
 
 from .layers import SplitGroupConv, adaptive_avg_pool, conv_padding, initializer, lrn, max_pool
 

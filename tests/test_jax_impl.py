@@ -17,7 +17,7 @@ from flax import nnx  # noqa: E402
 
 from alexnet_parity import jax_impl  # noqa: E402
 from alexnet_parity.common import (VARIANTS, activation_to_nchw, get_spec, init_weights, nchw_to_nhwc,  # noqa: E402
-                    reference_forward, smallest_input_size)
+                                   reference_forward, smallest_input_size)
 
 TOL = 1e-5
 

@@ -1,8 +1,8 @@
 """The NCHW <-> NHWC helpers: exact inverses, the fc6 permutation an NHWC flatten needs, contiguous copies."""
 import numpy as np
 
-from alexnet_parity.common import (activation_to_nchw, conv_hwio_to_oihw, conv_oihw_to_hwio, fc_rows_chw_to_hwc, fc_rows_hwc_to_chw,
-                    get_spec)
+from alexnet_parity.common import (activation_to_nchw, conv_hwio_to_oihw, conv_oihw_to_hwio,
+                                   fc_rows_chw_to_hwc, fc_rows_hwc_to_chw, get_spec)
 
 rng = np.random.default_rng(0)
 

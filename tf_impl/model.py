@@ -7,8 +7,9 @@ import numpy as np
 import tensorflow as tf
 import keras
 
-from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, MaxPool, ReLU, Spec,
-                    activation_to_nchw, from_nhwc, get_spec, init_bounds, nchw_to_nhwc, to_nhwc)
+from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, MaxPool, ReLU,
+                                   Spec, activation_to_nchw, from_nhwc, get_spec, init_bounds, nchw_to_nhwc,
+                                   to_nhwc)
 
 from .layers import AdaptiveAvgPool2D, GroupedConv2D, LocalResponseNorm, NegInfPadding2D, register
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, Layer, MaxPool, ReLU, Spec,
-                    init_bounds)
+from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, Layer, MaxPool,
+                                   ReLU, Spec, init_bounds)
 
 from .layers import LocalResponseNorm, make_conv, make_max_pool
 
