@@ -7,9 +7,9 @@
 Formats (one module each, each stating its exact layout): canonical (.safetensors), torch (torch_impl's
 state_dict, .pt/.pth), torchvision (torchvision's key names, .pt/.pth), keras (.weights.h5, .keras),
 flax (Orbax directory, .msgpack), caffe (.caffemodel, optional .prototxt), slim (TF-slim alexnet_v2
-checkpoint prefix). A framework is imported only by the format that needs it. Every error about a file
-is a ValueError (FileNotFoundError for a missing one) whose one line names the file and the tensor;
-writers write to a temporary name beside the destination and rename it at the end.
+checkpoint prefix), onnx (.onnx, read by its graph's structure). A framework is imported only by the format
+that needs it. Every error about a file is a ValueError (FileNotFoundError for a missing one) whose one line
+names the file and the tensor; writers write to a temporary name beside the destination and rename it at the end.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from alexnet_parity.common import VARIANTS, Spec
 
-from . import caffe, canonical, flax_fmt, keras_fmt, slim, torch_fmt, torchvision
+from . import caffe, canonical, flax_fmt, keras_fmt, onnx_fmt, slim, torch_fmt, torchvision
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,12 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "Orbax directory (.orbax or any existing one), .msgpack"),
     Format("caffe", caffe.load, caffe.save, caffe.claims, (), "all", ".caffemodel (+ .prototxt)"),
     Format("slim", slim.load, slim.save, slim.claims, ("tensorflow",), "slim-v2", "checkpoint prefix (*.ckpt*)"),
+    Format("onnx", onnx_fmt.load, onnx_fmt.save, onnx_fmt.claims, ("onnx",), "all", ".onnx (+ .onnx.data)"),
 )}
 
 # The framework whose model --verify builds for a format's weights (None: the float64 numpy reference)
 FRAMEWORK_OF = {"canonical": None, "torch": "torch", "torchvision": "torch", "keras": "keras",
-                "flax": "flax", "caffe": None, "slim": "keras"}
+                "flax": "flax", "caffe": None, "slim": "keras", "onnx": None}
 
 
 def get_format(name: str) -> Format:
@@ -74,7 +75,7 @@ def guess_format(path: str, reading: bool = True) -> str:
             return "slim"
         raise ValueError(f"{path}: a directory that is neither an Orbax checkpoint nor a TensorFlow "
                          f"checkpoint directory; pass --from")
-    for name in ("canonical", "torch", "keras", "flax", "caffe", "slim"):
+    for name in ("canonical", "torch", "keras", "flax", "caffe", "slim", "onnx"):
         if FORMATS[name].claims(path):
             return name
     if reading and os.path.isfile(path + ".index"):
