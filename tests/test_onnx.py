@@ -444,10 +444,10 @@ def test_cycles_opsets_and_foreign_nodes(tmp_path, small_model, capsys):
 
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    pool = next(n for n in m.graph.node if n.name == "pool1")
-    next(a for a in pool.attribute if a.name == "pads").ints[:] = [0, 0, 0, 0]  # floor rounding: 25 -> 12
+    pool = next(n for n in m.graph.node if n.name == "pool2")
+    next(a for a in pool.attribute if a.name == "pads").ints[:] = [0, 0, 0, 0]  # floor rounding at 12: 5, not 6
     (tmp_path / "pads.onnx").write_bytes(m.SerializeToString())
-    _convert_fails(tmp_path / "pads.onnx", tmp_path / "o.safetensors", capsys, "node 'pool1' (MaxPool)")
+    _convert_fails(tmp_path / "pads.onnx", tmp_path / "o.safetensors", capsys, "node 'pool2' (MaxPool)", "5x5")
 
 
 def test_importing_onnx_impl_imports_no_other_framework():
