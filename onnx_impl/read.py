@@ -199,10 +199,11 @@ def _opset(model: onnx.ModelProto, source: str) -> int:
     return version
 
 
-def _topological(nodes, known: set, source: str) -> None:
-    """Every node's inputs are produced before it, or the graph has a cycle (or a dangling input)."""
+def _topological(nodes, known: set, source: str) -> list:
+    """The nodes in an order where every node's inputs are produced before it; a ValueError when the graph
+    has a cycle (or a dangling input)."""
     produced = set(known)
-    pending = list(nodes)
+    pending, order = list(nodes), []
     while pending:
         ready = [n for n in pending if all(i == "" or i in produced for i in n.input)]
         if not ready:
@@ -214,11 +215,93 @@ def _topological(nodes, known: set, source: str) -> None:
         ids = {id(n) for n in ready}
         for n in ready:
             produced.update(o for o in n.output if o)
+        order += ready
         pending = [n for n in pending if id(n) not in ids]
+    return order
 
 
 def _attrs(node) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+FOLDABLE = {"ConstantOfShape", "Concat", "Reshape", "Slice", "Transpose", "Cast", "Unsqueeze", "Squeeze", "Identity"}
+
+
+def _small_array(proto: TensorProto):
+    """A short inline constant as numpy, or None (large or external ones are weights, not shape arithmetic)."""
+    if proto.data_location == TensorProto.EXTERNAL or math.prod(int(d) for d in proto.dims) > SMALL:
+        return None
+    return onnx.numpy_helper.to_array(proto)
+
+
+def _fold_one(node, args: list, opset: int) -> np.ndarray | None:
+    """One node of shape arithmetic on constants (torch's exporter computes F.pad's pads this way)."""
+    t, a = node.op_type, _attrs(node)
+    x = args[0]
+    if t == "Identity":
+        return x
+    if t == "ConstantOfShape":
+        shape = [int(v) for v in x.reshape(-1)]
+        if any(d < 0 for d in shape) or math.prod(shape) > SMALL:
+            return None
+        value = onnx.numpy_helper.to_array(a["value"]).reshape(-1) if "value" in a else np.zeros(1, np.float32)
+        return np.full(shape, value[0], dtype=value.dtype)
+    if t == "Concat":
+        return np.concatenate(args, axis=int(a.get("axis", 0)))
+    if t == "Reshape":
+        shape = [int(v) for v in args[1].reshape(-1)]
+        shape = [x.shape[i] if d == 0 and not a.get("allowzero", 0) else d for i, d in enumerate(shape)]
+        return x.reshape(shape)
+    if t == "Transpose":
+        return np.transpose(x, a.get("perm"))
+    if t == "Cast":
+        return x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(a["to"])))
+    if t == "Slice":
+        if opset < 10:
+            starts, ends, axes, steps = a["starts"], a["ends"], a.get("axes"), None
+        else:
+            starts, ends = args[1].reshape(-1), args[2].reshape(-1)
+            axes = args[3].reshape(-1) if len(args) > 3 and args[3] is not None else None
+            steps = args[4].reshape(-1) if len(args) > 4 and args[4] is not None else None
+        index = [slice(None)] * x.ndim
+        for j, axis in enumerate(range(len(starts)) if axes is None else axes):
+            step = 1 if steps is None else int(steps[j])
+            big = np.iinfo(np.int64).max // 2
+            start, end = int(np.clip(starts[j], -big, big)), int(np.clip(ends[j], -big, big))
+            index[int(axis)] = slice(start, end, step)
+        return x[tuple(index)]
+    if t in ("Unsqueeze", "Squeeze"):
+        axes = a.get("axes") if opset < 13 else (list(args[1].reshape(-1)) if len(args) > 1 else None)
+        if t == "Squeeze":
+            return np.squeeze(x, axis=None if axes is None else tuple(int(v) for v in axes))
+        for axis in sorted(int(v) % (x.ndim + len(axes)) for v in axes):
+            x = np.expand_dims(x, axis)
+        return x
+    return None
+
+
+def _fold_constants(nodes: list, consts: dict, opset: int, source: str) -> list:
+    """Evaluate the nodes whose inputs are all short constants (shape arithmetic); the rest stay."""
+    kept = []
+    for node in nodes:
+        args, foldable = [], node.op_type in FOLDABLE and len(node.output) == 1 and bool(node.input)
+        for i in node.input if foldable else ():
+            value = None if i == "" else _small_array(consts[i]) if i in consts else None
+            if i != "" and value is None:
+                foldable = False
+                break
+            args.append(value)
+        if foldable and args[0] is not None:
+            try:
+                value = _fold_one(node, args, opset)
+            except (ValueError, IndexError, TypeError, KeyError, np.exceptions.AxisError) as err:
+                raise error(source, f"node {node.name or node.output[0]!r} ({node.op_type}): cannot evaluate "
+                                    f"its constant inputs ({err})") from None
+            if value is not None and value.size <= SMALL:
+                consts[node.output[0]] = onnx.numpy_helper.from_array(np.ascontiguousarray(value), node.output[0])
+                continue
+        kept.append(node)
+    return kept
 
 
 def read_graph(model: onnx.ModelProto, source: str, base_dir: str | None = None) -> Graph:
@@ -243,7 +326,7 @@ def read_graph(model: onnx.ModelProto, source: str, base_dir: str | None = None)
     if len(inputs) != 1:
         raise error(source, f"an AlexNet has one input, this graph has {len(inputs)}"
                             + (f" ({', '.join(i.name for i in inputs[:4])})" if inputs else ""))
-    _topological(nodes, set(consts) | {inputs[0].name}, source)
+    nodes = _fold_constants(_topological(nodes, set(consts) | {inputs[0].name}, source), consts, opset, source)
     dims = inputs[0].type.tensor_type.shape.dim
     input_shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
     consumers: dict[str, list] = {}

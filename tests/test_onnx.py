@@ -261,7 +261,8 @@ def _torch_export(module, spec, **kw) -> bytes:
     return f.getvalue()
 
 
-@pytest.mark.parametrize("variant,overrides", [("torchvision", dict(num_classes=2)), ("slim-v2", dict(num_classes=2))])
+@pytest.mark.parametrize("variant,overrides", [("torchvision", dict(num_classes=2)),  # AdaptiveAvgPool: AveragePool
+                                               ("slim-v2", dict(input_size=75, include_top=False))])  # SAME: F.pad
 def test_torch_export_of_a_torch_impl_model_loads_back(tmp_path, variant, overrides):
     if not frameworks_present("torch"):
         pytest.skip("needs torch")
