@@ -120,9 +120,9 @@ def tensor_array(ref: TensorRef, source: str, name: str, base_dir: str | None) -
         raise error(source, f"tensor {name!r} declares a negative dimension {dims}")
     dtype = DTYPES.get(t.data_type)
     if dtype is None and t.data_type != TensorProto.BFLOAT16:
-        raise error(source, f"tensor {name!r} has ONNX data type "
-                            f"{TensorProto.DataType.Name(t.data_type) if t.data_type in TensorProto.DataType.values() else t.data_type}"
-                            f"; weights must be float16, bfloat16, float32 or float64")
+        kind = TensorProto.DataType.Name(t.data_type) if t.data_type in TensorProto.DataType.values() else t.data_type
+        raise error(source, f"tensor {name!r} has ONNX data type {kind}; weights must be float16, bfloat16, float32 "
+                            f"or float64")
     itemsize = 2 if dtype is None else np.dtype(dtype).itemsize
     count = math.prod(dims)
     nbytes = count * itemsize
@@ -383,7 +383,8 @@ def _op(node, cur, consts, consumers, opset, source, done) -> Op:
         if len(node.input) < 2:
             raise error(source, f"{label}: no weight input")
         w = TensorRef(_const(consts, node.input[1], node, source, "weight"))
-        b = TensorRef(_const(consts, node.input[2], node, source, "bias")) if len(node.input) > 2 and node.input[2] else None
+        has_bias = len(node.input) > 2 and node.input[2]
+        b = TensorRef(_const(consts, node.input[2], node, source, "bias")) if has_bias else None
         if len(w.shape) != 4:
             raise error(source, f"{label}: weight has shape {w.shape}, a 2-D convolution's has 4 dimensions")
         if b is None:
@@ -410,7 +411,8 @@ def _op(node, cur, consts, consumers, opset, source, done) -> Op:
                     full[axis % 4], full[4 + axis % 4] = pads[i], pads[len(axes) + i]
                 pads = full
         mode = a.get("mode", b"constant")
-        return Op("pad", node, {"pads": pads, "value": value, "mode": mode.decode() if isinstance(mode, bytes) else mode})
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        return Op("pad", node, {"pads": pads, "value": value, "mode": mode})
     if t == "Flatten":
         return Op("flatten", node, {"axis": a.get("axis", 1)})
     if t == "Reshape":
@@ -541,8 +543,9 @@ def check_against(graph: Graph, spec) -> bool:
                 take()
                 a = op.attrs
                 uniform = h % out == 0 and w % out == 0
-                ok = uniform and (a["global"] and out == 1 or not a["global"] and _pair(a, "kernel_shape", 0) == [h // out, w // out]
-                                  and _pair(a, "strides", 1) == [h // out, w // out] and not any(a.get("pads", [])))
+                bins = [h // out, w // out]
+                ok = uniform and (a["global"] and out == 1 or not a["global"] and _pair(a, "kernel_shape", 0) == bins
+                                  and _pair(a, "strides", 1) == bins and not any(a.get("pads", [])))
                 if not ok:
                     fail(op, layer, f"an average pool that is not PyTorch's {h}x{w} -> {out}x{out} bins")
             elif op.kind == "poolmat":
@@ -569,9 +572,10 @@ def check_against(graph: Graph, spec) -> bool:
             fill_ok = p["value"] == 0.0 or (isinstance(layer, MaxPool) and p["value"] < -3e38)
             if p["mode"] != "constant" or len(p["pads"]) != 8 or any(p["pads"][j] for j in (0, 1, 4, 5)) \
                     or min(p["pads"]) < 0 or not fill_ok:
-                fail(pad, layer, f"only a constant pad of H and W ({'0 or -inf' if isinstance(layer, MaxPool) else '0'}) "
-                                 f"may come before {layer.kind}")
-        want = {Conv: "conv", ReLU: "relu", LRN: "lrn", MaxPool: "maxpool", Flatten: "flatten", Dense: "dense"}[type(layer)]
+                fills = "0 or -inf" if isinstance(layer, MaxPool) else "0"
+                fail(pad, layer, f"only a constant pad of H and W ({fills}) may come before {layer.kind}")
+        want = {Conv: "conv", ReLU: "relu", LRN: "lrn", MaxPool: "maxpool", Flatten: "flatten",
+                Dense: "dense"}[type(layer)]
         if op.kind != want:
             fail(op, layer, f"expected {want}")
         if isinstance(layer, (Conv, MaxPool)):
