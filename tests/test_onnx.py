@@ -338,6 +338,32 @@ def test_torch_export_of_lrn_variants_loads_back(tmp_path, variant, overrides, g
     assert spec2 == spec and same_weights(back, weights)
 
 
+def test_torch_export_of_nn_local_response_norm_is_not_an_lrn_node(tmp_path):
+    """What torch's exporter does with torch's own nn.LocalResponseNorm (the common one-column port): a
+    Mul/Pad/AveragePool/If subgraph, no ONNX LRN node. ORT runs it right; the importer, which reads LRN
+    nodes, refuses it at its first node that is not a layer, and says which."""
+    if not frameworks_present("torch"):
+        pytest.skip("needs torch")
+    import torch
+
+    from _convert_util import one_column_alexnet
+
+    torch.manual_seed(0)
+    net = one_column_alexnet(num_classes=2)
+    spec = get_spec("single-column", num_classes=2)
+    path = tmp_path / "one_column.onnx"
+    path.write_bytes(_torch_export(net, spec))
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "LRN" not in ops and "AveragePool" in ops
+    x = parity_input(spec, batch=1)
+    (y,) = onnx_impl.session(str(path)).run(None, {"x": x})
+    with torch.no_grad():
+        t = net.eval()(torch.from_numpy(x)).numpy()
+    assert rel_err(y, t, t) < TOLERANCE
+    with pytest.raises(ValueError, match=r"one_column\.onnx: node '[^']*' \(Mul\): .* one chain of layers"):
+        wc.load(str(path))
+
+
 # --- bad input -----------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
