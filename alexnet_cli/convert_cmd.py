@@ -41,6 +41,8 @@ def add_arguments(p):
                    "with SRC; gives or confirms the variant")
     p.add_argument("--caffe-container", choices=("layer", "layers"), default="layer",
                    help="caffe output: current 'layer' messages (default) or V1 'layers', as bvlc_alexnet.caffemodel")
+    p.add_argument("--external-data", action="store_true",
+                   help="onnx output: the weights in DST.data beside the model instead of inline")
     p.add_argument("--verify", action="store_true", help="read DST back (must be bit-identical), run one input "
                    "through the source and target frameworks' models and print the max relative error")
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
@@ -96,6 +98,10 @@ def run(args) -> int:
     t1 = time.perf_counter()
     say(f"writing {args.dst} ({dst_fmt}) ...")
     save_options = {"container": args.caffe_container} if dst_fmt == "caffe" else {}
+    if args.external_data:
+        if dst_fmt != "onnx":
+            raise ValueError(f"--external-data goes with an onnx DST, not {dst_fmt}")
+        save_options["external_data"] = True
     wc.save(args.dst, spec, weights, fmt=dst_fmt, **save_options)
     say(f"wrote {_mib(file_size(args.dst))} ({time.perf_counter() - t1:.1f} s)")  # a file, folder or TF prefix
     print(f"{args.dst}: {dst_fmt}, {spec.describe()}, {params:,} parameters (from {src_fmt} {args.src})")

@@ -19,7 +19,8 @@ from typing import Any
 # The one place engines are named: each module defines ENGINE, an Engine. The reference goes last, so that
 # tables list the frameworks first and the oracle after them.
 ENGINE_MODULES = ("alexnet_parity.torch_impl.engine", "alexnet_parity.tf_impl.engine",
-                  "alexnet_parity.jax_impl.engine", "alexnet_parity.common.reference_engine")
+                  "alexnet_parity.jax_impl.engine", "alexnet_parity.onnx_impl.engine",
+                  "alexnet_parity.common.reference_engine")
 
 
 @dataclass(frozen=True)

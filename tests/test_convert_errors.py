@@ -119,8 +119,8 @@ def test_unknown_format_and_variant(tmp_path, capsys):
     out.mkdir()
     src = tmp_path / "w.safetensors"
     wc.save(str(src), SPEC, _weights())
-    _assert_failed(capsys, out, src, out / "x.onnx", match=r"x\.onnx: cannot tell the format.*--to")
-    _assert_failed(capsys, out, src, out / "x.pt", "--to", "onnx", match=r"unknown format 'onnx'")
+    _assert_failed(capsys, out, src, out / "x.tflite", match=r"x\.tflite: cannot tell the format.*--to")
+    _assert_failed(capsys, out, src, out / "x.pt", "--to", "tflite", match=r"unknown format 'tflite'")
     _assert_failed(capsys, out, src, out / "x.pt", "--variant", "vgg16", match=r"unknown variant 'vgg16'")
     _assert_failed(capsys, out, tmp_path / "missing.pt", out / "x.safetensors", match=r"missing\.pt: no such file")
     _assert_failed(capsys, out, src, tmp_path / "no" / "such" / "dir.pt", match=r"does not exist")

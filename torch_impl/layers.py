@@ -45,7 +45,8 @@ def max_pool2d(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
     their column maxima. Max is exact in any order, and NCHW max_pool2d is slow on CPU: the paper's
     pool1 at batch 32 takes 55 ms on one core that way and 6 ms this way. Autograd (whose tie-breaking
     must stay max_pool2d's), torch.compile and GPUs (whose own kernel is fast) get F.max_pool2d."""
-    if kernel < 2 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()) or _is_compiling():
+    if (kernel < 2 or x.device.type != "cpu" or (x.requires_grad and torch.is_grad_enabled()) or _is_compiling()
+            or torch.onnx.is_in_onnx_export()):  # the exporter has no symbolic for maximum(..., out=)
         return F.max_pool2d(x, kernel, stride)
     span_h = (x.shape[-2] - kernel) // stride * stride + 1  # rows from a window's first to the last's
     span_w = (x.shape[-1] - kernel) // stride * stride + 1
@@ -146,6 +147,8 @@ def local_response_norm(x: torch.Tensor, size: int, scale: float, beta: float, k
     backward 166 ms against 560 ms); torch.compile gets the plain out-of-place formula, which
     inductor fuses on its own.
     """
+    if torch.onnx.is_in_onnx_export():
+        return _OnnxLocalResponseNorm.apply(x, size, scale, beta, k)
     if _is_compiling():
         return _local_response_norm_formula(x, size, scale, beta, k)
     if x.requires_grad and torch.is_grad_enabled():
@@ -196,6 +199,27 @@ def _local_response_norm_formula(x, size, scale, beta, k):
         return x * d ** -beta
     r = torch.rsqrt(d)  # inductor turns `d ** -0.75` into a general pow, ~3x slower than this
     return x * r * torch.sqrt(r)
+
+
+class _OnnxLocalResponseNorm(torch.autograd.Function):
+    """LRN as torch.onnx.export (TorchScript) writes it: one ONNX LRN node. Traced, the in-place kernel above
+    loses its updates of channel-shifted views, and the exported graph silently computes another function.
+    ONNX divides alpha by size, so it gets scale * size; its window [c - (size-1)//2, c + size//2] is ours
+    for the odd sizes every AlexNet uses. The forward only gives the tracer the output (it is written without
+    sum() and rsqrt, which the exporter's peephole pass cannot take inside a Function)."""
+
+    @staticmethod
+    def forward(ctx, x, size, scale, beta, k):
+        squares = F.pad(x * x, (0, 0, 0, 0, size // 2, (size - 1) // 2))
+        channels = x.shape[1]
+        window = squares[:, 0:channels]
+        for i in range(1, size):
+            window = window + squares[:, i:i + channels]
+        return x * (k + scale * window) ** -beta
+
+    @staticmethod
+    def symbolic(g, x, size, scale, beta, k):
+        return g.op("LRN", x, size_i=size, alpha_f=scale * size, beta_f=beta, bias_f=k)
 
 
 class LocalResponseNorm(nn.Module):

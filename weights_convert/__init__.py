@@ -7,7 +7,8 @@
 Formats (one module each, each stating its exact layout and defining its registry.Format record, registered
 below in one line): canonical (.safetensors), torch (torch_impl's state_dict, .pt/.pth), torchvision
 (torchvision's key names, .pt/.pth), keras (.weights.h5, .keras), flax (Orbax directory, .msgpack), caffe
-(.caffemodel, optional .prototxt), slim (TF-slim alexnet_v2 checkpoint prefix). A framework is imported
+(.caffemodel, optional .prototxt), slim (TF-slim alexnet_v2 checkpoint prefix),
+onnx (.onnx, read by its graph's structure). A framework is imported
 only by the format that needs it. Every error about a file is a ValueError (FileNotFoundError for a missing
 one) whose one line names the file and the tensor; writers write to a temporary name beside the destination
 and rename it at the end.
@@ -20,7 +21,7 @@ import numpy as np
 
 from alexnet_parity.common import VARIANTS, Spec
 
-from . import caffe, canonical, flax_fmt, keras_fmt, slim, torch_fmt, torchvision
+from . import caffe, canonical, flax_fmt, keras_fmt, onnx_fmt, slim, torch_fmt, torchvision
 from .registry import FORMATS, Format, can_hold, get_format, guess_format, register
 
 # One line per format; the order is guess_format's tie-break (see registry).
@@ -31,6 +32,7 @@ register(keras_fmt.FORMAT)
 register(flax_fmt.FORMAT)
 register(caffe.FORMAT)
 register(slim.FORMAT)
+register(onnx_fmt.FORMAT)
 
 
 

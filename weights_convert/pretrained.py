@@ -115,7 +115,7 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
         license="BSD (onnx/models LICENSE)", top1=57.1, top5=80.2,
         preprocessing_note="the README gives no pre-processing steps; input data_0 is float[1, 3, 224, 224]",
         sources=(("url, size note, license, accuracy (restated from BVLC)", ONNX_SRC),
-                 ("not fetchable", "this project has no ONNX format, and the zoo publishes no digest to pin"))),
+                 ("not fetchable", "the zoo publishes no digest to pin (it is a tar.gz, not a bare .onnx)"))),
 )}
 
 
