@@ -222,7 +222,7 @@ def _convert_both_ways(path, spec, weights, tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{spec.describe()}, {spec.param_count():,} parameters" in out
     line = next(line for line in out.splitlines() if line.startswith("verify:"))
-    assert "16 tensors bit-identical" in line and "numpy reference vs flax" in line
+    assert "16 tensors bit-identical" in line and "onnxruntime vs flax" in line
     back = tmp_path / "back.onnx"
     # a .msgpack records no variant, and caffe, caffenet and paper share shapes
     assert main(["convert", str(msgpack), str(back), "--variant", "caffe", "--input-size", str(spec.input_size),
