@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from alexnet_parity.alexnet_cli._malloc import keep_large_buffers
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     keep_large_buffers()  # before any framework starts a thread
     module = importlib.import_module(f"alexnet_parity.alexnet_cli.{args._module}")
+    # `kill` (SIGTERM) cleans up as Ctrl-C does: the same KeyboardInterrupt runs every finally that removes
+    # a temporary file, instead of the default of dying on the spot
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return int(module.run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, KeyError) as err:
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ metrics.csv, metrics.json and metrics.png. Imports only the chosen framework.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -73,7 +74,7 @@ def run(args) -> int:
     out = Path(args.out or f"runs/{given['variant'] or 'paper'}-{args.framework or frameworks.default_framework()}")
     recorded = {}
     if args.resume:
-        if not (out / CHECKPOINT).is_file():
+        if not os.path.lexists(out / CHECKPOINT):
             raise FileNotFoundError(f"--resume: no checkpoint {out / CHECKPOINT}")
         recorded = checkpoint_state(out / CHECKPOINT)["config"]
     settings = {k: given[k] if given[k] is not None else recorded.get(k, DEFAULTS[k]) for k in DEFAULTS}

@@ -349,6 +349,9 @@ def commit(out: Path, staging: Path, spec: Spec, weights: dict, velocity: dict, 
             save_checkpoint(staging / CHECKPOINT, spec, weights, velocity, state)
         except (OSError, SafetensorError) as err:
             raise _write_error(out / CHECKPOINT, err) from None
+        mode = 0o666 & ~_umask()  # safetensors creates its files 0600; these are the user's, as any other
+        for name in [CHECKPOINT, MODEL] + names:
+            os.chmod(staging / name, mode)
         with _signals_held():
             for name in [CHECKPOINT, MODEL] + names:
                 try:
@@ -361,6 +364,12 @@ def commit(out: Path, staging: Path, spec: Spec, weights: dict, velocity: dict, 
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def model_matches(out: Path, state: dict) -> bool:
@@ -584,7 +593,7 @@ def _train(config: RunConfig, train_source: Source, val_source: Source, out: Pat
     run_config = dataclasses.asdict(config)
     title = f"{config.variant} in {config.framework}, {spec.input_size}px, {config.num_classes} classes"
     if resume:
-        if not ckpt.is_file():
+        if not os.path.lexists(ckpt):
             raise FileNotFoundError(f"--resume: no checkpoint {ckpt}")
         ckpt_spec, weights, velocity, state = load_checkpoint(ckpt)
         _check_resume(config, state["config"], ckpt)

@@ -65,9 +65,10 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def _class_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
-    """The images under one class folder, sorted. A link to a folder is followed only where it stays inside the
-    class folder and leads nowhere already read: a link out of it would label another class's (or another
-    split's) images as this class, and one back up the tree is a loop that never ends. Anything named as an
+    """The images under one class folder, sorted. A link to a folder that leads out of the class folder is
+    refused: it would label another class's (or another split's) images as this class, and one up the tree is
+    a loop that never ends. One to a folder inside it that is read already (a loop within the class) is
+    skipped: each folder is read once. Anything named as an
     image must be a regular file: reading a FIFO blocks forever, a device never ends."""
     top = os.path.realpath(folder)
     seen = {_identity(top)}
@@ -84,9 +85,8 @@ def _class_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
                         raise ValueError(f"image folder: {path}{target} leads out of the class folder {folder}; "
                                          f"its images would be labelled {folder.name!r}; remove the link")
                     inode = _identity(real)
-                    if inode in seen:
-                        raise ValueError(f"image folder: {path}{target} leads back into a folder already read "
-                                         f"(a loop); remove the link")
+                    if inode in seen:  # a loop within the class, or a second way to the same folder: read once
+                        continue
                     seen.add(inode)
                     stack.append(path)
                 elif entry.name.lower().endswith(extensions):
@@ -181,12 +181,14 @@ class ImageFolder(Source):
         real = {name: os.path.realpath(self.root / name) for name in self.classes}
         top = os.path.realpath(self.root)
         for name, where in real.items():
-            clash = next((other for other in self.classes if other != name
-                          and (_inside(real[other], where) or _inside(where, real[other]))), None)
-            if _inside(top, where) or clash:
-                raise ValueError(f"image folder: class folder {self.root / name} (at {where}) "
-                                 f"{'holds the image folder itself' if clash is None else 'overlaps class ' + repr(clash)}"
-                                 f"; each class needs a folder of its own")
+            if _inside(top, where):
+                clash = "holds the image folder itself"
+            else:
+                clash = next((f"overlaps class {other!r}" for other in self.classes if other != name
+                              and (_inside(real[other], where) or _inside(where, real[other]))), None)
+            if clash:
+                raise ValueError(f"image folder: class folder {self.root / name} (at {where}) {clash}; "
+                                 f"each class needs a folder of its own")
         paths, labels = [], []
         for label, name in enumerate(self.classes):
             found = _class_images(self.root / name, tuple(extensions))
