@@ -157,7 +157,7 @@ def _check_fields(path, where: str, doc: dict, types: dict, optional=()) -> None
         value = doc[key]
         if not (_is(value, kind) or (key in optional and value is None)):
             raise ValueError(f"{path}: the training state's {where}{key!r} is {value!r}, not a {kind.__name__}")
-        if kind is int and value < 0:
+        if kind is int and value is not None and value < 0:
             raise ValueError(f"{path}: the training state's {where}{key!r} is {value}, below 0")
 
 

@@ -68,37 +68,45 @@ def _class_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
     """The images under one class folder, sorted. A link to a folder that leads out of the class folder is
     refused: it would label another class's (or another split's) images as this class, and one up the tree is
     a loop that never ends. One to a folder inside it that is read already (a loop within the class) is
-    skipped: each folder is read once. Anything named as an
-    image must be a regular file: reading a FIFO blocks forever, a device never ends."""
+    skipped: each folder is read once. Anything named as an image must be a regular file: reading a FIFO
+    blocks forever, a device never ends."""
     top = os.path.realpath(folder)
     seen = {_identity(top)}
     found, stack = [], [folder]
     while stack:
-        here = stack.pop()
-        with os.scandir(here) as entries:
-            for entry in sorted(entries, key=lambda e: e.name):
-                path = Path(entry.path)
-                if entry.is_dir():  # follows a link, to a folder
-                    real = os.path.realpath(path)
-                    target = f" (a link to {os.readlink(path)})" if entry.is_symlink() else ""
-                    if not _inside(real, top):
-                        raise ValueError(f"image folder: {path}{target} leads out of the class folder {folder}; "
-                                         f"its images would be labelled {folder.name!r}; remove the link")
-                    inode = _identity(real)
-                    if inode in seen:  # a loop within the class, or a second way to the same folder: read once
-                        continue
-                    seen.add(inode)
-                    stack.append(path)
-                elif entry.name.lower().endswith(extensions):
-                    try:
-                        mode = os.stat(path).st_mode
-                    except OSError as err:
-                        what = f"a link to {os.readlink(path)}" if entry.is_symlink() else "unreadable"
-                        raise ValueError(f"image {path}: {what} that cannot be read ({err.strerror})") from None
-                    if not stat.S_ISREG(mode):
-                        raise ValueError(f"image {path} is not a regular file ({_kind(mode)}); remove it")
-                    found.append(path)
+        path = here = stack.pop()
+        try:
+            with os.scandir(here) as entries:
+                for entry in sorted(entries, key=lambda e: e.name):
+                    path = Path(entry.path)
+                    _classify(entry, path, folder, top, seen, stack, found, extensions)
+        except OSError as err:  # a link loop of files (ELOOP), a folder we may not read
+            raise ValueError(f"image folder: cannot read {path} ({err.strerror})") from None
     return sorted(found)
+
+
+def _classify(entry, path: Path, folder: Path, top: str, seen: set, stack: list, found: list, extensions) -> None:
+    """One entry of a class folder: a folder to read (onto `stack`), an image (onto `found`), or refused."""
+    if entry.is_dir():  # follows a link, to a folder
+        real = os.path.realpath(path)
+        target = f" (a link to {os.readlink(path)})" if entry.is_symlink() else ""
+        if not _inside(real, top):
+            raise ValueError(f"image folder: {path}{target} leads out of the class folder {folder}; "
+                             f"its images would be labelled {folder.name!r}; remove the link")
+        inode = _identity(real)
+        if inode in seen:  # a loop within the class, or a second way to the same folder: read once
+            return
+        seen.add(inode)
+        stack.append(path)
+    elif entry.name.lower().endswith(extensions):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as err:
+            what = f"a link to {os.readlink(path)}" if entry.is_symlink() else "unreadable"
+            raise ValueError(f"image {path}: {what} that cannot be read ({err.strerror})") from None
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"image {path} is not a regular file ({_kind(mode)}); remove it")
+        found.append(path)
 
 
 def _identity(path: str) -> tuple[int, int]:
@@ -143,10 +151,11 @@ def decode_image(path) -> np.ndarray:
         raise FileNotFoundError(f"image {path}: no such file") from None
     except OSError as err:
         raise ValueError(f"image {path}: cannot open ({err.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(f"image {path}: not a regular file ({_kind(mode)})")
     with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ValueError(f"image {path}: not a regular file ({_kind(mode)})")
         try:
             with Image.open(fh) as im:
                 w, h = im.size
