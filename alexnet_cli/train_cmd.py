@@ -1,8 +1,9 @@
 """`alexnet train`: the paper's recipe in torch, Keras or Flax, through the one loop in training.loop.
 
-Writes into --out after every epoch: checkpoint.safetensors (weights, velocity, lr schedule, position;
---resume continues from it exactly), model.safetensors (canonical weights for eval, predict, convert),
-metrics.csv, metrics.json and metrics.png. Imports only the chosen framework.
+Writes into --out after every epoch (and where --max-steps stops): checkpoint.safetensors (weights, velocity,
+lr schedule, position; --resume continues from it exactly), model.safetensors (the checkpoint's weights,
+canonical, for eval, predict, convert), metrics.csv, metrics.json and metrics.png; the checkpoint is the
+commit point (training/loop.py). Imports only the chosen framework.
 """
 from __future__ import annotations
 
