@@ -35,7 +35,6 @@ from alexnet_parity.alexnet_cli.predict_cmd import preprocess
 from alexnet_parity.common import get_spec
 from alexnet_parity.training import Batches, ImageFolder
 from alexnet_parity.training.loop import CHECKPOINT, CHECKPOINT_TAG, checkpoint_state
-from alexnet_parity.training.sources import decode_image
 
 ONE_LINE = (ValueError, FileNotFoundError, KeyError)  # what alexnet_cli.main prints as one line
 SPEC = get_spec("paper", input_size=52, num_classes=2)

@@ -97,17 +97,6 @@ def _write_error(path, err: BaseException) -> OutputError:
     return OutputError(f"cannot write {path}: {reason}")
 
 
-def _atomic(path: Path, write) -> None:
-    """write(tmp) then rename over `path`: a reader (or a crash) sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_checkpoint(path, spec: Spec, weights: dict, velocity: dict, state: dict) -> None:
     """Writes `path` as it is given (train() gives a path in the staging folder and renames it itself)."""
     from safetensors.numpy import save_file
@@ -388,7 +377,7 @@ def _finite(value):
 
 
 def write_metrics(out: Path, history: list[dict], config: dict) -> list[str]:
-    """metrics.csv and metrics.json in `out`; returns their names."""
+    """metrics.csv and metrics.json in `out` (train() gives the staging folder); returns their names."""
     text = io.StringIO()
     writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -396,7 +385,7 @@ def write_metrics(out: Path, history: list[dict], config: dict) -> list[str]:
     doc = {"config": config, "epochs": [{k: _finite(row.get(k)) for k in COLUMNS} for row in history]}
     for name, body in ((METRICS_CSV, text.getvalue()), (METRICS_JSON, json.dumps(doc, indent=1) + "\n")):
         try:
-            _atomic(out / name, lambda tmp: tmp.write_text(body))
+            (out / name).write_text(body)
         except OSError as err:
             raise _write_error(out / name, err) from None
     return [METRICS_CSV, METRICS_JSON]
@@ -426,7 +415,7 @@ def plot_metrics(path: Path, history: list[dict], title: str) -> bool:
     fig.suptitle(title + "   (dotted: lr / 10)")
     fig.tight_layout()
     try:
-        _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        fig.savefig(path, format="png", dpi=100)
     except OSError as err:
         raise _write_error(path, err) from None
     finally:
