@@ -445,6 +445,17 @@ def test_a_second_run_into_a_held_folder_is_refused(copy_of):
     assert run("train", "--resume", "--out", copy_of, "--epochs", 1)[0] == 0  # released with the process's fd
 
 
+# --- the hostile corpus of the data path ------------------------------------------------------------------
+
+def test_hostile_data_corpus_has_no_traceback_and_no_hang():
+    """scripts/hostile_data.py --quick without the CLI pass: about 370 image files, image folders and edited
+    states through the functions the commands call (the full run, with `alexnet predict`, is the command)."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "hostile_data.py"), "--quick", "--no-predict"],
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 tracebacks, 0 hangs" in done.stdout.splitlines()[-1], done.stdout
+
+
 # --- SIGTERM and SIGKILL at random moments --------------------------------------------------------------
 
 KILLS = [(signal.SIGTERM, 0), (signal.SIGKILL, 1), (signal.SIGTERM, 2)]  # in CI; the rest with -m slow
