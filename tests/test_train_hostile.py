@@ -241,11 +241,16 @@ def test_a_16_bit_png_is_scaled_not_clipped(tmp_path):
     assert (got == 255).mean() < 0.01  # Pillow's convert("RGB") gives 99.6% white
 
 
-def test_an_absurd_aspect_ratio_is_resampled_only_where_the_crop_is():
-    """A 2 x 200000 strip: resized whole it would become 256 x 25.6 million pixels (19 GB)."""
-    from alexnet_parity.training.augment import base_image, center_crop, resize_short
+def test_an_absurd_aspect_ratio_is_resampled_only_where_the_crop_is(monkeypatch):
+    """A 2 x 200000 strip: resized whole to a short side of 256 it would become 256 x 25.6 million pixels
+    (19 GB); here, to 16, every resize Pillow is asked for must stay within MAX_ASPECT squares of the crop."""
+    from alexnet_parity.training.augment import MAX_ASPECT, base_image, center_crop, resize_short
+    asked = []
+    real_resize = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize", lambda im, size, *a, **k: asked.append(size) or real_resize(im, size, *a, **k))
     strip = np.random.default_rng(1).integers(0, 256, (2, 200000, 3), dtype=np.uint8)
     assert base_image(strip, 16).shape == (16, 16, 3)
+    assert asked and max(w * h for w, h in asked) <= MAX_ASPECT * 16 * 16, asked
     ordinary = np.random.default_rng(2).integers(0, 256, (30, 100, 3), dtype=np.uint8)  # 3.3:1, resized whole
     np.testing.assert_array_equal(base_image(ordinary, 16), center_crop(resize_short(ordinary, 16), 16))
     long = np.random.default_rng(3).integers(0, 256, (20, 400, 3), dtype=np.uint8)  # 20:1: the box, within 1
