@@ -360,6 +360,7 @@ EDITS = {
     "negative epoch": (lambda s: {**s, "epoch": -1}, "below 0"),
     "history row a number": (lambda s: {**s, "history": [3]}, "history[0]"),
     "lr zero": (lambda s: {**s, "schedule": {**s["schedule"], "lr": 0}}, "lr is 0"),
+    "num_classes 10**30": (lambda s: {**s, "config": {**s["config"], "num_classes": 10 ** 30}}, "num_classes"),
 }
 
 

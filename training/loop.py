@@ -187,6 +187,21 @@ def _read_meta(path, f) -> dict:
     return meta
 
 
+def _state_of(path, meta: dict) -> dict:
+    """The checked state, whose config must describe the model the metadata does: a resume builds the
+    data and the model from the config (an edited num_classes of 10**30 would be allocated before anything
+    else looked at it)."""
+    state = parse_state(path, meta.get("state"))
+    config = state["config"]
+    for key in ("variant", "input_size", "num_classes"):
+        if key == "input_size" and config[key] is None:
+            continue
+        if str(config[key]) != meta.get(key):
+            raise ValueError(f"{path}: the training state's {key} {config[key]!r} is not the checkpoint's "
+                             f"{meta.get(key)!r}; the file was edited")
+    return state
+
+
 def checkpoint_state(path) -> dict:
     """The run state a checkpoint records (its metadata only; no tensor is read)."""
     from safetensors import SafetensorError, safe_open
@@ -197,7 +212,7 @@ def checkpoint_state(path) -> dict:
             meta = _read_meta(path, f)
     except (SafetensorError, OSError, TypeError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
-    return parse_state(path, meta.get("state"))
+    return _state_of(path, meta)
 
 
 def _spec_of(path, meta: dict) -> Spec:
@@ -225,7 +240,7 @@ def load_checkpoint(path) -> tuple[Spec, dict, dict, dict]:
     try:
         with safe_open(str(path), framework="numpy") as f:
             meta = _read_meta(path, f)
-            state = parse_state(path, meta.get("state"))
+            state = _state_of(path, meta)
             spec = _spec_of(path, meta)
             expected = set(spec.weight_shapes()) | {VELOCITY + n for n in spec.weight_shapes()}
             extra = sorted(set(f.keys()) - expected)
