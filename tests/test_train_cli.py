@@ -126,7 +126,7 @@ def test_checkpoint_round_trips_transposed_views(tmp_path):
     import dataclasses
     state = {"epoch": 1, "step": 0, "global_step": 3, "schedule": {"lr": 0.01, "best": 0.5, "bad_epochs": 0},
              "partial": {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}, "history": [],
-             "config": dataclasses.asdict(RunConfig())}
+             "config": dataclasses.asdict(RunConfig(variant="paper", input_size=52, num_classes=3))}
     save_checkpoint(tmp_path / "c.safetensors", spec, views, velocity, state)
     spec2, w2, v2, state2 = load_checkpoint(tmp_path / "c.safetensors")
     assert spec2 == spec and state2 == state
