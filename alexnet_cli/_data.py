@@ -2,6 +2,7 @@
 folder with train/ and val/ inside, or one image folder (root/<class>/<image>)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 SYNTHETIC_COUNT = 1000
@@ -29,8 +30,12 @@ def normalized(data: str) -> str:
 
 def _root(data: str) -> Path:
     root = Path(data)
-    if not root.exists():
-        raise FileNotFoundError(f"--data {data}: no such directory (or use --data synthetic)")
+    try:
+        os.stat(root)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--data {data}: no such directory (or use --data synthetic)") from None
+    except OSError as err:  # a name too long, a link loop, a folder we may not enter
+        raise ValueError(f"--data {data}: {err.strerror}") from None
     if not root.is_dir():
         raise ValueError(f"--data {data}: not a directory; expected {HELP}")
     return root

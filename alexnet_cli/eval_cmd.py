@@ -45,6 +45,13 @@ def run(args) -> int:
         raise ValueError(f"--batch and --workers must be positive, got {args.batch}, {args.workers}")
     spec, model = load_classifier(args.weights, args.variant, args.framework)
     source = _data.eval_source(args.data, spec.num_classes)
+    if source.num_classes != spec.num_classes:
+        # an image folder's labels are its sorted folder indices: they mean the model's classes only when
+        # the folder has one class folder per output, in the model's order
+        names = ", ".join(source.classes[:5]) + (", ..." if source.num_classes > 5 else "")
+        raise ValueError(f"--data {args.data} has {source.num_classes} classes ({names}) but --weights "
+                         f"{args.weights} has {spec.num_classes} outputs: its labels cannot match the model's "
+                         f"classes; evaluate on data with one class folder per output, in the model's order")
     view = "10-crop" if args.ten_crop else "centre crop"
     r = evaluate(model.logits, source, spec, args.batch, ten_crop=args.ten_crop, label=f"eval ({view})",
                  threads=args.workers)

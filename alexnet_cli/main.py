@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from alexnet_parity.alexnet_cli._malloc import keep_large_buffers
@@ -34,13 +35,16 @@ def _terminate(signum, frame):
     raise Terminated()
 
 
-def _handle_sigterm() -> None:
-    import signal
+def _handle_sigterm():
+    """Install the SIGTERM handler where nobody else has one (main thread only); returns the handler it
+    replaced, to put back when the command returns, or None when it installed nothing."""
     import threading
 
-    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
-            signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or previous not in (signal.SIG_DFL, None):
+        return None
+    signal.signal(signal.SIGTERM, _terminate)
+    return signal.SIG_DFL if previous is None else previous
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     keep_large_buffers()  # before any framework starts a thread
-    _handle_sigterm()
+    previous = _handle_sigterm()
     module = importlib.import_module(f"alexnet_parity.alexnet_cli.{args._module}")
     try:
         return int(module.run(args) or 0)
@@ -81,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"alexnet {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

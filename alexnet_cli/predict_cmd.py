@@ -27,18 +27,10 @@ def imagenet_classes() -> list[str]:
 def preprocess(path: str, spec) -> np.ndarray:
     """float32 (1, 3, S, S): short side to the variant's resize (256 scaled by input_size / crop), centre
     S x S crop (torchvision's Resize + CenterCrop), then the variant's channel order and normalisation."""
-    from PIL import Image, UnidentifiedImageError
-
     from alexnet_parity.training import augment
+    from alexnet_parity.training.sources import decode_image
 
-    try:
-        with Image.open(path) as im:
-            pixels = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image {path}: no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"image {path}: cannot decode ({err})") from None
-    view = augment.center_crop(augment.resize_short(pixels, augment.base_size(spec)), spec.input_size)
+    view = augment.resized_center(decode_image(path), augment.base_size(spec), spec.input_size)
     return augment.to_batch(view[None], spec.preprocessing)
 
 

@@ -1,12 +1,14 @@
 """`alexnet train`: the paper's recipe in torch, Keras or Flax, through the one loop in training.loop.
 
-Writes into --out after every epoch: checkpoint.safetensors (weights, velocity, lr schedule, position;
---resume continues from it exactly), model.safetensors (canonical weights for eval, predict, convert),
-metrics.csv, metrics.json and metrics.png. Imports only the chosen framework.
+Writes into --out after every epoch (and where --max-steps stops): checkpoint.safetensors (weights, velocity,
+lr schedule, position; --resume continues from it exactly), model.safetensors (the checkpoint's weights,
+canonical, for eval, predict, convert), metrics.csv, metrics.json and metrics.png; the checkpoint is the
+commit point (training/loop.py). Imports only the chosen framework.
 """
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -74,7 +76,7 @@ def run(args) -> int:
     out = Path(args.out or f"runs/{given['variant'] or 'paper'}-{args.framework or frameworks.default_framework()}")
     recorded = {}
     if args.resume:
-        if not (out / CHECKPOINT).is_file():
+        if not os.path.lexists(out / CHECKPOINT):
             raise FileNotFoundError(f"--resume: no checkpoint {out / CHECKPOINT}")
         recorded = checkpoint_state(out / CHECKPOINT)["config"]
     settings = {k: given[k] if given[k] is not None else recorded.get(k, DEFAULTS[k]) for k in DEFAULTS}

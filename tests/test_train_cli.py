@@ -122,9 +122,14 @@ def test_checkpoint_round_trips_transposed_views(tmp_path):
     weights = init_weights(spec, seed=0)
     views = {name: np.asfortranarray(w) for name, w in weights.items()}  # same values, other memory order
     velocity = {name: -w for name, w in views.items()}
-    save_checkpoint(tmp_path / "c.safetensors", spec, views, velocity, {"epoch": 1})
-    spec2, w2, v2, state = load_checkpoint(tmp_path / "c.safetensors")
-    assert spec2 == spec and state == {"epoch": 1}
+    from alexnet_parity.training.loop import RunConfig
+    import dataclasses
+    state = {"epoch": 1, "step": 0, "global_step": 3, "schedule": {"lr": 0.01, "best": 0.5, "bad_epochs": 0},
+             "partial": {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}, "history": [],
+             "config": dataclasses.asdict(RunConfig(variant="paper", input_size=52, num_classes=3))}
+    save_checkpoint(tmp_path / "c.safetensors", spec, views, velocity, state)
+    spec2, w2, v2, state2 = load_checkpoint(tmp_path / "c.safetensors")
+    assert spec2 == spec and state2 == state
     for name in weights:
         np.testing.assert_array_equal(w2[name], weights[name])
         np.testing.assert_array_equal(v2[name], -weights[name])

@@ -12,18 +12,29 @@ schedule and the position (epoch, step) to continue exactly where it stopped.
 
 Files in `out`:
   checkpoint.safetensors  weights + "velocity/<name>" tensors, the run's state as JSON metadata (resume)
-  model.safetensors       the weights alone, canonical format (alexnet eval / predict / convert read it)
+  model.safetensors       the checkpoint's weights alone, canonical format (alexnet eval / predict / convert)
   metrics.csv, metrics.json, metrics.png   one row per epoch
+
+Each save writes all of them into out/.alexnet-staging/ first, then renames them into place, the checkpoint
+first: it is the commit point. It records the SHA-256 of the model file that goes with it, so a run that died
+between the renames (kill -9) is noticed and repaired from the checkpoint when it is resumed. A run holds an
+flock on `out` for its whole life (a second run into the same folder is refused) and, holding it, removes a
+staging folder a killed run left behind.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import math
 import os
 import queue
+import shutil
+import signal
+import stat
 import sys
 import threading
 import time
@@ -42,6 +53,7 @@ from .sources import Source, Subset
 CHECKPOINT, MODEL = "checkpoint.safetensors", "model.safetensors"
 METRICS_CSV, METRICS_JSON, METRICS_PNG = "metrics.csv", "metrics.json", "metrics.png"
 CHECKPOINT_TAG = "alexnet-parity/train-checkpoint/1"
+STAGING = ".alexnet-staging"  # in out: where a save writes every file before renaming it into place
 VELOCITY = "velocity/"
 # train_loss: the mean of the epoch's step losses (training mode: dropout, augmentation), what SGD saw;
 # train_top1: eval mode, centre crops, on a fixed sample of training images as large as the validation set
@@ -76,18 +88,17 @@ def dropout_seed(seed: int, epoch: int, step: int) -> int:
 
 # --- checkpoints ---------------------------------------------------------------------------------------
 
-def _atomic(path: Path, write) -> None:
-    """write(tmp) then rename over `path`: a reader (or a crash) sees the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+class OutputError(ValueError):
+    """A file of the run could not be written (read-only, full disk, permissions): one line for the user."""
+
+
+def _write_error(path, err: BaseException) -> OutputError:
+    reason = getattr(err, "strerror", None) or str(err)
+    return OutputError(f"cannot write {path}: {reason}")
 
 
 def save_checkpoint(path, spec: Spec, weights: dict, velocity: dict, state: dict) -> None:
+    """Writes `path` as it is given (train() gives a path in the staging folder and renames it itself)."""
     from safetensors.numpy import save_file
 
     # contiguous copies: safetensors.numpy writes a transposed view's memory in storage order, silently
@@ -96,21 +107,128 @@ def save_checkpoint(path, spec: Spec, weights: dict, velocity: dict, state: dict
                **{VELOCITY + n: np.ascontiguousarray(velocity[n], np.float32) for n in spec.weight_shapes()}}
     meta = {"format": CHECKPOINT_TAG, "variant": spec.variant, "input_size": str(spec.input_size),
             "num_classes": str(spec.num_classes), "spec": spec.to_json(), "state": json.dumps(state)}
-    _atomic(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _regular(path: Path) -> None:
+    """FileNotFoundError / ValueError unless `path` is a regular file: a FIFO in its place blocks the reader forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"checkpoint {path} not found") from None
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read ({err.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path}: not a regular file")
+
+
+def _is(value, kind) -> bool:
+    # JSON's true/false are Python ints too; a count that is a bool (or a string "3") is an edited file
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+_CONFIG_TYPES = {f.name: (int if f.name == "input_size" else type(f.default)) for f in dataclasses.fields(RunConfig)}
+_STATE_TYPES = {"epoch": int, "step": int, "global_step": int, "schedule": dict, "partial": dict, "history": list,
+                "config": dict}
+_SCHEDULE_TYPES = {"lr": float, "best": float, "bad_epochs": int}
+_PARTIAL_TYPES = {"loss_sum": float, "steps": int, "images": int, "seconds": float}
+
+
+def _check_fields(path, where: str, doc: dict, types: dict, optional=()) -> None:
+    for key, kind in types.items():
+        if key not in doc:
+            if key in optional:
+                continue
+            raise ValueError(f"{path}: the training state has no {where}{key!r}; the file was edited or is not "
+                             f"one alexnet train wrote")
+        value = doc[key]
+        if not (_is(value, kind) or (key in optional and value is None)):
+            raise ValueError(f"{path}: the training state's {where}{key!r} is {value!r}, not a {kind.__name__}")
+        if kind is int and value is not None and value < 0:
+            raise ValueError(f"{path}: the training state's {where}{key!r} is {value}, below 0")
+
+
+def parse_state(path, text) -> dict:
+    """The run state a checkpoint's metadata holds, checked field by field: an edited or foreign file is a
+    ValueError naming the file and the field, never a KeyError or TypeError later in the loop."""
+    if text is None:
+        raise ValueError(f"{path}: a training checkpoint without its training state")
+    try:
+        state = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise ValueError(f"{path}: the training state is not valid JSON ({err})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: the training state is {type(state).__name__}, not a JSON object")
+    _check_fields(path, "", state, _STATE_TYPES)
+    _check_fields(path, "schedule ", state["schedule"], _SCHEDULE_TYPES)
+    _check_fields(path, "partial ", state["partial"], _PARTIAL_TYPES)
+    _check_fields(path, "config ", state["config"], _CONFIG_TYPES, optional=("input_size",))
+    if not (state["schedule"]["lr"] > 0 and math.isfinite(state["schedule"]["lr"])):
+        raise ValueError(f"{path}: the training state's lr is {state['schedule']['lr']}, not a positive number")
+    for i, row in enumerate(state["history"]):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: the training state's history[{i}] is not an object")
+        _check_fields(path, f"history[{i}] ", row, {k: float for k in COLUMNS})
+    if state["partial"]["steps"] != state["step"] or state["global_step"] < state["step"]:
+        raise ValueError(f"{path}: the training state's step {state['step']}, global_step {state['global_step']} "
+                         f"and partial steps {state['partial']['steps']} disagree")
+    sha = state.get("model_sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64):
+        raise ValueError(f"{path}: the training state's model_sha256 is {sha!r}")
+    return state
+
+
+def _read_meta(path, f) -> dict:
+    meta = f.metadata() or {}
+    if meta.get("format") != CHECKPOINT_TAG:
+        raise ValueError(f"{path}: not a training checkpoint (format {meta.get('format')!r}, want {CHECKPOINT_TAG})")
+    return meta
+
+
+def _state_of(path, meta: dict) -> dict:
+    """The checked state, whose config must describe the model the metadata does: a resume builds the
+    data and the model from the config (an edited num_classes of 10**30 would be allocated before anything
+    else looked at it)."""
+    state = parse_state(path, meta.get("state"))
+    config = state["config"]
+    for key in ("variant", "input_size", "num_classes"):
+        if key == "input_size" and config[key] is None:
+            continue
+        if str(config[key]) != meta.get(key):
+            raise ValueError(f"{path}: the training state's {key} {config[key]!r} is not the checkpoint's "
+                             f"{meta.get(key)!r}; the file was edited")
+    return state
 
 
 def checkpoint_state(path) -> dict:
     """The run state a checkpoint records (its metadata only; no tensor is read)."""
     from safetensors import SafetensorError, safe_open
 
+    _regular(Path(path))
     try:
         with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
+            meta = _read_meta(path, f)
+    except (SafetensorError, OSError, TypeError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
-    if meta.get("format") != CHECKPOINT_TAG:
-        raise ValueError(f"{path}: not a training checkpoint (format {meta.get('format')!r}, want {CHECKPOINT_TAG})")
-    return json.loads(meta["state"])
+    return _state_of(path, meta)
+
+
+def _spec_of(path, meta: dict) -> Spec:
+    try:
+        variant, input_size, num_classes = meta["variant"], int(meta["input_size"]), int(meta["num_classes"])
+        recorded = json.loads(meta["spec"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: the checkpoint's variant, input_size, num_classes or spec is missing or "
+                         f"malformed ({err})") from None
+    try:
+        spec = get_spec(variant, input_size=input_size, num_classes=num_classes)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"{path}: {err.args[0] if err.args else err}") from None
+    if recorded != json.loads(spec.to_json()):
+        raise ValueError(f"{path}: recorded under another definition of {spec.variant}; it cannot be resumed here")
+    return spec
 
 
 def load_checkpoint(path) -> tuple[Spec, dict, dict, dict]:
@@ -118,24 +236,153 @@ def load_checkpoint(path) -> tuple[Spec, dict, dict, dict]:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+    _regular(path)
     try:
         with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
+            meta = _read_meta(path, f)
+            state = _state_of(path, meta)
+            spec = _spec_of(path, meta)
+            expected = set(spec.weight_shapes()) | {VELOCITY + n for n in spec.weight_shapes()}
+            extra = sorted(set(f.keys()) - expected)
+            if extra:
+                raise ValueError(f"{path}: unexpected tensor {extra[0]!r} for {spec.describe()}")
             tensors = {name: f.get_tensor(name) for name in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
+    except (SafetensorError, OSError, TypeError) as err:
         raise ValueError(f"{path}: not a readable safetensors file ({err})") from None
-    if meta.get("format") != CHECKPOINT_TAG:
-        raise ValueError(f"{path}: not a training checkpoint (format {meta.get('format')!r}, want {CHECKPOINT_TAG})")
-    spec = get_spec(meta["variant"], input_size=int(meta["input_size"]), num_classes=int(meta["num_classes"]))
-    if json.loads(meta["spec"]) != json.loads(spec.to_json()):
-        raise ValueError(f"{path}: recorded under another definition of {spec.variant}; it cannot be resumed here")
+    for name, t in tensors.items():
+        if t.dtype != np.float32:
+            raise ValueError(f"{path}: tensor {name!r} is {t.dtype}, a training checkpoint holds float32")
     weights = {n: t for n, t in tensors.items() if not n.startswith(VELOCITY)}
     velocity = {n[len(VELOCITY):]: t for n, t in tensors.items() if n.startswith(VELOCITY)}
     spec.check_weights(weights, str(path))
     spec.check_weights(velocity, f"{path} (velocity)")
-    return spec, weights, velocity, json.loads(meta["state"])
+    return spec, weights, velocity, state
+
+
+# --- the output folder ---------------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait until the block is done (then act as they would have): the renames that
+    commit a save are not split by Ctrl-C or a polite kill. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old = signal.getsignal(sig)
+        if old is not None:  # None: a handler Python did not install; leave it alone
+            held[sig] = old
+            signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, old in held.items():
+            signal.signal(sig, old)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+@contextlib.contextmanager
+def hold_output(out: Path):
+    """Creates `out` if needed, holds an exclusive flock on it for the block (a second run into the same
+    folder gets a clear error while this one lives; the kernel drops the lock when the process ends, however
+    it ends) and clears what a killed run left in its staging folder. Yields the staging folder."""
+    import fcntl
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as err:
+        raise OutputError(f"--out {out}: cannot create the folder ({err.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"--out {out} is in use by another alexnet train run; wait for it to end or choose "
+                             f"another --out") from None
+        staging = out / STAGING
+        try:
+            if staging.is_symlink() or staging.is_file():
+                staging.unlink()
+            elif staging.exists():
+                shutil.rmtree(staging)  # a killed run's (we hold the lock: no live one writes there)
+            staging.mkdir()
+        except OSError as err:
+            raise OutputError(f"--out {out}: cannot write there ({err.strerror})") from None
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        os.close(fd)
+
+
+def commit(out: Path, staging: Path, spec: Spec, weights: dict, velocity: dict, state: dict,
+           history: list[dict], config: dict, title: str) -> None:
+    """Writes the model file, the metrics and the checkpoint (recording the model file's SHA-256) into
+    `staging`, then renames them into `out`, the checkpoint first; an error leaves the old files as they were
+    and is an OutputError naming the file."""
+    from safetensors import SafetensorError
+
+    from alexnet_parity import weights_convert
+
+    names = []
+    try:
+        try:
+            weights_convert.save(str(staging / MODEL), spec, weights, fmt="canonical")
+        except (OSError, SafetensorError) as err:
+            raise _write_error(out / MODEL, err) from None
+        state = {**state, "model_sha256": _sha256(staging / MODEL)}
+        if history:
+            names += write_metrics(staging, history, config)
+            if plot_metrics(staging / METRICS_PNG, history, title):
+                names.append(METRICS_PNG)
+        try:
+            save_checkpoint(staging / CHECKPOINT, spec, weights, velocity, state)
+        except (OSError, SafetensorError) as err:
+            raise _write_error(out / CHECKPOINT, err) from None
+        mode = 0o666 & ~_umask()  # safetensors creates its files 0600; these are the user's, as any other
+        for name in [CHECKPOINT, MODEL] + names:
+            os.chmod(staging / name, mode)
+        with _signals_held():
+            for name in [CHECKPOINT, MODEL] + names:
+                try:
+                    os.replace(staging / name, out / name)
+                except OSError as err:
+                    raise _write_error(out / name, err) from None
+    finally:
+        for leftover in staging.iterdir():  # what an error left half-written
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def model_matches(out: Path, state: dict) -> bool:
+    """Is out/model.safetensors the file the checkpoint's state was committed with?"""
+    path = out / MODEL
+    try:
+        return state.get("model_sha256") is not None and path.is_file() and _sha256(path) == state["model_sha256"]
+    except OSError:
+        return False
 
 
 # --- metrics -------------------------------------------------------------------------------------------
@@ -144,14 +391,19 @@ def _finite(value):
     return value if not isinstance(value, float) or math.isfinite(value) else None  # JSON has no NaN
 
 
-def write_metrics(out: Path, history: list[dict], config: dict) -> None:
+def write_metrics(out: Path, history: list[dict], config: dict) -> list[str]:
+    """metrics.csv and metrics.json in `out` (train() gives the staging folder); returns their names."""
     text = io.StringIO()
     writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: row.get(k) for k in COLUMNS} for row in history)
-    _atomic(out / METRICS_CSV, lambda tmp: tmp.write_text(text.getvalue()))
     doc = {"config": config, "epochs": [{k: _finite(row.get(k)) for k in COLUMNS} for row in history]}
-    _atomic(out / METRICS_JSON, lambda tmp: tmp.write_text(json.dumps(doc, indent=1) + "\n"))
+    for name, body in ((METRICS_CSV, text.getvalue()), (METRICS_JSON, json.dumps(doc, indent=1) + "\n")):
+        try:
+            (out / name).write_text(body)
+        except OSError as err:
+            raise _write_error(out / name, err) from None
+    return [METRICS_CSV, METRICS_JSON]
 
 
 def plot_metrics(path: Path, history: list[dict], title: str) -> bool:
@@ -177,8 +429,12 @@ def plot_metrics(path: Path, history: list[dict], title: str) -> bool:
     ax_acc.set_ylim(-0.02, 1.02)
     fig.suptitle(title + "   (dotted: lr / 10)")
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+    try:
+        fig.savefig(path, format="png", dpi=100)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -316,31 +572,48 @@ def train(config: RunConfig, train_source: Source, val_source: Source, out, *, r
     settings; `lr` there sets a new current rate). max_steps: stop after that many steps in all
     (checkpointing where it stops). Progress goes to `stream` (stderr); on_step(epoch, step, loss) is
     called after every step (epoch and step counted from 0)."""
-    from alexnet_parity import weights_convert
-    from .frameworks import default_framework, make_adapter
+    from .frameworks import default_framework
 
     if not config.framework:
         config = dataclasses.replace(config, framework=default_framework())
     stream = sys.stderr if stream is None else stream
     out = Path(out)
-    ckpt = out / CHECKPOINT
-    spec = config.spec()
     if len(train_source) < config.batch:
         raise ValueError(f"--batch {config.batch} is larger than the {len(train_source)} training images")
     if len(val_source) == 0:
         raise ValueError("no validation images: raise --val-fraction")
+    with hold_output(out) as staging:
+        return _train(config, train_source, val_source, out, staging, resume=resume, max_steps=max_steps, lr=lr,
+                      stream=stream, threads=threads, on_step=on_step)
 
+
+def _train(config: RunConfig, train_source: Source, val_source: Source, out: Path, staging: Path, *, resume, max_steps,
+           lr, stream, threads, on_step) -> list[dict]:
+    from .frameworks import make_adapter
+
+    ckpt = out / CHECKPOINT
+    spec = config.spec()
+    steps_per_epoch = len(train_source) // config.batch  # Batches(..., drop_last=True)
     schedule = PlateauSchedule(lr=config.lr, patience=config.patience)
     epoch = step = global_step = 0
     partial = {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}
     history: list[dict] = []
+    run_config = dataclasses.asdict(config)
+    title = f"{config.variant} in {config.framework}, {spec.input_size}px, {config.num_classes} classes"
     if resume:
-        if not ckpt.is_file():
+        if not os.path.lexists(ckpt):
             raise FileNotFoundError(f"--resume: no checkpoint {ckpt}")
         ckpt_spec, weights, velocity, state = load_checkpoint(ckpt)
         _check_resume(config, state["config"], ckpt)
         if ckpt_spec != spec:
             raise ValueError(f"{ckpt} holds {ckpt_spec.describe()}, not {spec.describe()}")
+        if state["step"] > steps_per_epoch:
+            raise ValueError(f"{ckpt}: the training state's step {state['step']} is past the end of an epoch "
+                             f"({steps_per_epoch} steps of {config.batch}); the file was edited")
+        if not model_matches(out, state):  # a run killed between the checkpoint's rename and the model's
+            stream.write(f"{out / MODEL} is not the checkpoint's; writing it again from {ckpt}\n")
+            commit(out, staging, spec, weights, velocity, {k: v for k, v in state.items() if k != "model_sha256"},
+                   state["history"], state["config"], title)
         schedule.load_state_dict(state["schedule"])
         epoch, step, global_step = state["epoch"], state["step"], state["global_step"]
         partial, history = state["partial"], state["history"]
@@ -350,7 +623,6 @@ def train(config: RunConfig, train_source: Source, val_source: Source, out, *, r
         if ckpt.exists():
             raise ValueError(f"--out {out} already holds a checkpoint; pass --resume to continue it, or another --out")
         weights, velocity = init_weights(spec, seed=config.seed), None
-    out.mkdir(parents=True, exist_ok=True)
     stream.write(f"training {spec.describe()} in {config.framework}: {len(train_source)} training images, "
                  f"{len(val_source)} validation, batch {config.batch}, epochs {epoch + 1}..{config.epochs} -> {out}\n")
 
@@ -359,14 +631,11 @@ def train(config: RunConfig, train_source: Source, val_source: Source, out, *, r
         model.load_velocity(velocity)
     del weights, velocity
     train_eval = _train_sample(train_source, max(len(val_source), config.batch))
-    run_config = dataclasses.asdict(config)
 
-    def save(epoch_: int, step_: int) -> dict:
+    def save(epoch_: int, step_: int) -> None:
         state = {"epoch": epoch_, "step": step_, "global_step": global_step, "schedule": schedule.state_dict(),
                  "partial": partial, "history": history, "config": run_config}
-        weights = model.weights()
-        save_checkpoint(ckpt, spec, weights, model.velocity(), state)
-        return weights
+        commit(out, staging, spec, model.weights(), model.velocity(), state, history, run_config, title)
 
     while epoch < config.epochs:
         batches = Batches(train_source, spec, config.batch, train=True, seed=config.seed, epoch=epoch,
@@ -398,10 +667,11 @@ def train(config: RunConfig, train_source: Source, val_source: Source, out, *, r
                        threads=threads)
         tr = evaluate(model.logits, train_eval, spec, config.batch, label="  train top-1", stream=stream,
                       threads=threads)
-        history.append({"epoch": epoch + 1, "train_loss": partial["loss_sum"] / partial["steps"],
+        seconds = max(partial["seconds"], 1e-9)
+        history.append({"epoch": epoch + 1, "train_loss": partial["loss_sum"] / max(partial["steps"], 1),
                         "train_top1": tr["top1"], "val_loss": val["loss"], "val_top1": val["top1"],
                         "val_top5": val["top5"], "lr": schedule.lr,
-                        "img_per_s": partial["images"] / partial["seconds"], "seconds": partial["seconds"]})
+                        "img_per_s": partial["images"] / seconds, "seconds": partial["seconds"]})
         model.set_lr(schedule.step(1.0 - val["top1"]))  # the paper's rule: on the validation error
         epoch, step = epoch + 1, 0
         partial = {"loss_sum": 0.0, "steps": 0, "images": 0, "seconds": 0.0}
@@ -409,10 +679,7 @@ def train(config: RunConfig, train_source: Source, val_source: Source, out, *, r
         stream.write(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.3f}  "
                      f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.3f}  lr {row['lr']:g}  "
                      f"{row['img_per_s']:.1f} img/s\n")
-        write_metrics(out, history, run_config)
-        plot_metrics(out / METRICS_PNG, history, f"{config.variant} in {config.framework}, "
-                     f"{spec.input_size}px, {config.num_classes} classes")
-        weights_convert.save(str(out / MODEL), spec, save(epoch, 0), fmt="canonical")
+        save(epoch, 0)
         stream.flush()
         if max_steps is not None and global_step >= max_steps:
             break

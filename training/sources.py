@@ -4,10 +4,16 @@ labels and sorted class names."""
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+# decode_image refuses every image over Pillow's bound with its own error; the warning Pillow prints first for
+# those between one and two times the bound would only repeat it
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -54,9 +60,124 @@ class ArraySource(Source):
         return self.images[self._check_index(i)]
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _class_images(folder: Path, extensions: tuple[str, ...]) -> list[Path]:
+    """The images under one class folder, sorted. A link to a folder that leads out of the class folder is
+    refused: it would label another class's (or another split's) images as this class, and one up the tree is
+    a loop that never ends. One to a folder inside it that is read already (a loop within the class) is
+    skipped: each folder is read once. Anything named as an image must be a regular file: reading a FIFO
+    blocks forever, a device never ends."""
+    top = os.path.realpath(folder)
+    seen = {_identity(top)}
+    found, stack = [], [folder]
+    while stack:
+        path = here = stack.pop()
+        try:
+            with os.scandir(here) as entries:
+                for entry in sorted(entries, key=lambda e: e.name):
+                    path = Path(entry.path)
+                    _classify(entry, path, folder, top, seen, stack, found, extensions)
+        except OSError as err:  # a link loop of files (ELOOP), a folder we may not read
+            raise ValueError(f"image folder: cannot read {path} ({err.strerror})") from None
+    return sorted(found)
+
+
+def _classify(entry, path: Path, folder: Path, top: str, seen: set, stack: list, found: list, extensions) -> None:
+    """One entry of a class folder: a folder to read (onto `stack`), an image (onto `found`), or refused."""
+    if entry.is_dir():  # follows a link, to a folder
+        real = os.path.realpath(path)
+        target = f" (a link to {os.readlink(path)})" if entry.is_symlink() else ""
+        if not _inside(real, top):
+            raise ValueError(f"image folder: {path}{target} leads out of the class folder {folder}; "
+                             f"its images would be labelled {folder.name!r}; remove the link")
+        inode = _identity(real)
+        if inode in seen:  # a loop within the class, or a second way to the same folder: read once
+            return
+        seen.add(inode)
+        stack.append(path)
+    elif entry.name.lower().endswith(extensions):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as err:
+            what = f"a link to {os.readlink(path)}" if entry.is_symlink() else "unreadable"
+            raise ValueError(f"image {path}: {what} that cannot be read ({err.strerror})") from None
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"image {path} is not a regular file ({_kind(mode)}); remove it")
+        found.append(path)
+
+
+def _identity(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+class _Refused(ValueError):
+    pass
+
+
+def max_pixels() -> int:
+    """The most pixels an image may declare: Pillow's own bound (MAX_IMAGE_PIXELS, 89 million, about 268 MB of
+    RGB), which a user may raise; without one, 2**31."""
+    return int(Image.MAX_IMAGE_PIXELS or 2 ** 31)
+
+
+def _to_rgb(im: Image.Image) -> np.ndarray:
+    # Pillow's convert("RGB") clips a 16-bit greyscale image's 0..65535 to 255 (nearly all white); scale it
+    if im.mode.startswith("I;16") or im.mode == "I":
+        wide = np.asarray(im, dtype=np.int64)
+        gray = ((np.clip(wide, 0, 65535) + 128) // 257).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"))
+
+
+def decode_image(path) -> np.ndarray:
+    """uint8 (H, W, 3) RGB of an image file, or ValueError naming it: refuses what is not a regular file (a FIFO
+    would block the read forever) and images that declare more than max_pixels() before decoding them (a few
+    bytes of PNG can declare 100000 x 100000); 16-bit greyscale is scaled to 8 bits, not clipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # opening a FIFO must not block
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image {path}: no such file") from None
+    except OSError as err:
+        raise ValueError(f"image {path}: cannot open ({err.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ValueError(f"image {path}: not a regular file ({_kind(mode)})")
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            with Image.open(fh) as im:
+                w, h = im.size
+                if w * h > max_pixels():
+                    raise _Refused(f"image {path}: declares {w}x{h} pixels, over the {max_pixels():,} an image "
+                                   f"may have (a decompression bomb?)")
+                if w < 1 or h < 1:
+                    raise _Refused(f"image {path}: declares {w}x{h} pixels")
+                return _to_rgb(im)
+        except _Refused:
+            raise
+        except Image.DecompressionBombError as err:
+            raise _Refused(f"image {path}: {err}") from None
+        except (OSError, SyntaxError, ValueError, TypeError, EOFError, MemoryError) as err:
+            # Pillow's errors for truncated or foreign files
+            raise ValueError(f"cannot decode image {path}: {err}") from None
+
+
 class ImageFolder(Source):
     """root/<class>/**/<image>: one folder per class; sorted folder names give labels 0, 1, ...; files
-    sorted within a class; other files and hidden folders are skipped. Decoded with Pillow on demand."""
+    sorted within a class; other files and hidden folders are skipped. Decoded with Pillow on demand.
+    A class folder may be a link; links inside one must stay in it (see _class_images)."""
 
     def __init__(self, root, extensions=IMAGE_EXTENSIONS):
         self.root = Path(root)
@@ -65,10 +186,21 @@ class ImageFolder(Source):
         self.classes = tuple(sorted(d.name for d in self.root.iterdir() if d.is_dir() and not d.name.startswith(".")))
         if not self.classes:
             raise ValueError(f"image folder {self.root} has no class folders (expected root/<class>/<image>)")
+        # a class folder that is a link may not hold the image folder or another class, nor lie inside another
+        real = {name: os.path.realpath(self.root / name) for name in self.classes}
+        top = os.path.realpath(self.root)
+        for name, where in real.items():
+            if _inside(top, where):
+                clash = "holds the image folder itself"
+            else:
+                clash = next((f"overlaps class {other!r}" for other in self.classes if other != name
+                              and (_inside(real[other], where) or _inside(where, real[other]))), None)
+            if clash:
+                raise ValueError(f"image folder: class folder {self.root / name} (at {where}) {clash}; "
+                                 f"each class needs a folder of its own")
         paths, labels = [], []
         for label, name in enumerate(self.classes):
-            found = sorted(Path(dirpath, f) for dirpath, _, files in os.walk(self.root / name, followlinks=True)
-                           for f in files if f.lower().endswith(tuple(extensions)))
+            found = _class_images(self.root / name, tuple(extensions))
             if not found:
                 raise ValueError(f"class folder {self.root / name} holds no images ({', '.join(extensions)})")
             paths += found
@@ -78,12 +210,9 @@ class ImageFolder(Source):
     def image(self, i: int) -> np.ndarray:
         path = self.paths[self._check_index(i)]
         try:
-            with Image.open(path) as im:
-                return np.asarray(im.convert("RGB"))
+            return decode_image(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"image {path} no longer exists") from None
-        except (OSError, SyntaxError, ValueError) as err:  # Pillow's errors for truncated or foreign files
-            raise ValueError(f"cannot decode image {path}: {err}") from None
 
 
 def _find_cifar_dir(root: Path) -> Path:
