@@ -50,6 +50,8 @@ READERS = [
     ("msgpack", "flax", "w.msgpack", {}),
     ("orbax", "flax", "w.orbax", {}),
     ("slim", "slim", "w.ckpt", {}),
+    ("onnx", "onnx", "w.onnx", {}),
+    ("onnx-external", "onnx", "w.onnx", {"external_data": True}),
 ]
 QUICK = ("canonical", "torch", "caffe")
 
@@ -445,6 +447,49 @@ def _wire_cases(originals, root):
     return cases
 
 
+def _onnx_cases(original, root):
+    """External data that leaves the model's folder (../, an absolute path, a link out, a FIFO), or whose
+    offset and length do not fit the file: the path-traversal class of ONNX's own advisories."""
+    import onnx
+
+    def relocate(location=None, offset=None, length=None, make=None):
+        def edit(src, case_dir):
+            if make is not None:
+                make(src, case_dir)
+            model = onnx.load(src, load_external_data=False)
+            for tensor in model.graph.initializer:
+                for entry in tensor.external_data:
+                    if entry.key == "location" and location is not None:
+                        entry.value = location(case_dir) if callable(location) else location
+                    elif entry.key == "offset" and offset is not None:
+                        entry.value = offset
+                    elif entry.key == "length" and length is not None:
+                        entry.value = length
+            with open(src, "wb") as fh:
+                fh.write(model.SerializeToString())
+        return edit
+
+    def secret_beside(src, case_dir):
+        with open(os.path.join(os.path.dirname(case_dir), "secret.data"), "wb") as fh:
+            fh.write(b"\0" * (1 << 20))
+
+    def link_out(src, case_dir):
+        secret_beside(src, case_dir)
+        os.remove(src + ".data")
+        os.symlink(os.path.join(os.path.dirname(case_dir), "secret.data"), src + ".data")
+
+    def data_fifo(src, case_dir):
+        os.remove(src + ".data")
+        os.mkfifo(src + ".data")
+
+    edits = {"up": relocate("../secret.data", make=secret_beside), "absolute": relocate("/etc/hostname"),
+             "abs-devzero": relocate("/dev/zero"), "link-out": relocate(make=link_out),
+             "data-fifo": relocate(make=data_fifo), "offset-huge": relocate(offset=str(1 << 62)),
+             "length-huge": relocate(length=str(1 << 40)), "offset-negative": relocate(offset="-4096"),
+             "length-text": relocate(length="lots"), "dir-as-data": relocate(location=".")}
+    return [_case(root, f"onnx-external-{k}", "onnx", original, e) for k, e in edits.items()]
+
+
 def build_corpus(root, per_reader, quick):
     originals = make_originals(root, QUICK if quick else None)
     cases = _generic_cases(originals, root) + _wire_cases(originals, root)
@@ -452,6 +497,7 @@ def build_corpus(root, per_reader, quick):
     if not quick:
         cases += _orbax_cases(originals["orbax"], root) + _h5_cases(originals["keras-h5"], root)
         cases += _keras_cases(originals["keras"], root) + _slim_cases(originals["slim"], root)
+        cases += _onnx_cases(originals["onnx-external"], root)
     else:
         cases = [c for c in cases if c["fmt"] in ("canonical", "torch", "caffe")]
     return cases

@@ -167,8 +167,9 @@ def test_guess_format_from_names(tmp_path):
     assert wc.guess_format("model.ckpt-100000") == "slim"
     with pytest.raises(ValueError, match="cannot tell the format.*--from"):
         wc.guess_format(str(tmp_path / "weights.bin"))
-    with pytest.raises(ValueError, match="unknown format 'onnx'"):
-        wc.get_format("onnx")
+    assert wc.guess_format("bvlc_alexnet.onnx") == "onnx"
+    with pytest.raises(ValueError, match="unknown format 'tflite'"):
+        wc.get_format("tflite")
 
 
 def test_pth_is_read_as_torch_or_torchvision_by_its_keys(tmp_path):

@@ -228,7 +228,7 @@ def _convert_both_ways(path, spec, weights, tmp_path, capsys):
     assert main(["convert", str(msgpack), str(back), "--variant", "caffe", "--input-size", str(spec.input_size),
                  "--verify", "-q"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("verify:"))
-    assert "flax vs numpy reference" in line
+    assert "flax vs onnxruntime" in line
     spec2, again = wc.load(str(back))
     assert spec2 == spec and same_weights(again, weights)
 

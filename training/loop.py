@@ -337,12 +337,13 @@ def commit(out: Path, staging: Path, spec: Spec, weights: dict, velocity: dict, 
     from safetensors import SafetensorError
 
     from alexnet_parity import weights_convert
+    from alexnet_parity.weights_convert._common import WriteError
 
     names = []
     try:
         try:
             weights_convert.save(str(staging / MODEL), spec, weights, fmt="canonical")
-        except (OSError, SafetensorError) as err:
+        except (OSError, SafetensorError, WriteError) as err:  # named as the file it becomes, not its staging copy
             raise _write_error(out / MODEL, err) from None
         state = {**state, "model_sha256": _sha256(staging / MODEL)}
         if history:

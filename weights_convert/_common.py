@@ -298,13 +298,22 @@ def write_errno(err: BaseException) -> int | None:
     return next((code for code, texts in _ERRNO_TEXTS.items() if any(t in text for t in texts)), None)
 
 
-def write_error(path: str, code: int) -> ValueError:
+class WriteError(ValueError):
+    """An OS write failure (no space, read-only, permissions), as one line; `errno` and `strerror` say which, so
+    a caller writing on someone's behalf (training's staging folder) can name its own destination."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.errno, self.strerror = code, os.strerror(code)
+
+
+def write_error(path: str, code: int) -> WriteError:
     hint = {errno_codes.ENOSPC: "free some space or choose another place",
             errno_codes.EFBIG: "the file size limit (ulimit -f) or the file system's is too small",
             errno_codes.EROFS: "choose a writable place", errno_codes.EACCES: "choose a writable place",
             errno_codes.EDQUOT: "free some space or choose another place"}.get(code, "")
-    return ValueError(f"{path}: cannot write: {os.strerror(code)}" + (f" ({hint})" if hint else "")
-                      + "; nothing was written")
+    return WriteError(f"{path}: cannot write: {os.strerror(code)}" + (f" ({hint})" if hint else "")
+                      + "; nothing was written", code)
 
 
 def _output_mode(path: str, is_dir: bool) -> int:

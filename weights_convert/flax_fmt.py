@@ -197,7 +197,8 @@ def _quiet_orbax():
     import logging
     import sys
 
-    loggers = [logging.getLogger(name) for name in ("absl", "orbax", "jax")]
+    # asyncio: a failed write's tasks are collected later and log "Task exception was never retrieved"
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax", "jax", "asyncio")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
@@ -205,12 +206,11 @@ def _quiet_orbax():
     # the late reports of a failed save come from TensorStore's threads, during and after the save
     sys.excepthook = lambda kind, value, tb: _late_report(value) or hooks[0](kind, value, tb)
     sys.unraisablehook = lambda info: _late_report(info.exc_value) or hooks[1](info)
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
-    sys.excepthook, sys.unraisablehook = hooks  # only after a save that succeeded: nothing is late then
+    yield
+    # only after a save that succeeded: nothing is late then; after a failure the late reports stay quiet
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(level)
+    sys.excepthook, sys.unraisablehook = hooks
 
 
 def is_orbax_dir(path: str) -> bool:
