@@ -3,7 +3,10 @@ third-party files that do not go through weights_convert's writers (torchvision'
 Caffe's schema encoded by Google's protobuf, TF-slim's variables saved by a TF1 Saver)."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 
 import numpy as np
 
@@ -296,3 +299,22 @@ def slim_forward(spec, prefix: str, x_nchw: np.ndarray) -> np.ndarray:
     x = conv(x, "fc7", 1, "VALID")
     x = tf.nn.bias_add(tf.nn.conv2d(x, var("fc8/weights"), 1, "VALID"), var("fc8/biases"))
     return tf.squeeze(x, [1, 2]).numpy()
+
+
+@contextlib.contextmanager
+def no_hang(seconds: float):
+    """Interrupt a reader that loops (SIGALRM, main thread only; elsewhere the test just runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stuck(*_):
+        raise TimeoutError(f"a reader took more than {seconds:.0f} s: hung?")
+
+    previous = signal.signal(signal.SIGALRM, stuck)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

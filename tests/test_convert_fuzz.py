@@ -12,9 +12,7 @@ import contextlib
 import io
 import os
 import shutil
-import signal
 import tempfile
-import threading
 
 import numpy as np
 import pytest
@@ -26,7 +24,7 @@ from alexnet_parity.alexnet_cli.main import main
 from alexnet_parity.common import get_spec
 from alexnet_parity.weights_convert import protowire, prototxt
 
-from _convert_util import bvlc_deploy_prototxt, frameworks_present
+from _convert_util import bvlc_deploy_prototxt, frameworks_present, no_hang
 
 SPEC = get_spec("paper", include_top=False)
 ERRORS = (ValueError, FileNotFoundError)
@@ -100,23 +98,6 @@ def mutations(draw):
     return flip
 
 
-@contextlib.contextmanager
-def _no_hang(seconds: float):
-    """Interrupt a reader that loops (SIGALRM, main thread only; elsewhere the test just runs)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stuck(*_):
-        raise TimeoutError(f"a reader took more than {seconds:.0f} s: hung?")
-
-    previous = signal.signal(signal.SIGALRM, stuck)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _run_one(fmt, original, options, mutate, which):
@@ -163,7 +144,7 @@ def test_mutated_files_fail_cleanly(originals, fmt, name, options, examples):
               suppress_health_check=list(HealthCheck))
     @given(mutate=mutations(), which=st.integers(0, 64))
     def check(mutate, which):
-        with _no_hang(HANG):
+        with no_hang(HANG):
             _run_one(fmt, originals[name], options, mutate, which)
 
     check()

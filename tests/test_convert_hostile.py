@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import resource
@@ -31,7 +30,7 @@ from alexnet_parity.alexnet_cli.main import main
 from alexnet_parity.common import get_spec
 from alexnet_parity.weights_convert import _common
 
-from _convert_util import CONTAINERS, container_id, frameworks_present
+from _convert_util import CONTAINERS, container_id, frameworks_present, no_hang
 
 SPEC = get_spec("torchvision", input_size=64, include_top=False)
 SLIM = get_spec("slim-v2", input_size=67, include_top=False)
@@ -159,22 +158,8 @@ def test_a_really_full_disk(ending, fmt, sources, tmp_path):
 
 # --- item 5: untrusted files ------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _deadline(seconds: float):
-    def stuck(*_):
-        raise TimeoutError(f"took more than {seconds} s: hung")
-
-    previous = signal.signal(signal.SIGALRM, stuck)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-
-
 def _refused(path, fmt, *words, variant=None):
-    with _deadline(20):
+    with no_hang(20):
         with pytest.raises(ValueError) as info:
             wc.load(str(path), fmt=fmt, variant=variant)
     msg = str(info.value)
@@ -391,7 +376,7 @@ def test_slim_data_shard_that_is_a_fifo_is_refused(tmp_path):
 def test_prototxt_long_digit_runs_parse_in_linear_time():
     from alexnet_parity.weights_convert import prototxt
 
-    with _deadline(5):  # the old pattern took ~50 s on 30,000 digits (quadratic backtracking)
+    with no_hang(5):  # the old pattern took ~50 s on 30,000 digits (quadratic backtracking)
         for n in (30_000, 300_000):
             start = time.perf_counter()
             with pytest.raises(ValueError):
