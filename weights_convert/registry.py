@@ -64,15 +64,17 @@ def guess_format(path: str, reading: bool = True) -> str:
     formats = [f for f in FORMATS.values() if f.guessed]
     by_name = [f for f in formats if f.claims(path)]
     if reading:
-        by_content = [f for f in formats if f.sniff is not None and f.sniff(path)]
-        both = [f for f in by_content if f in by_name]
+        both = [f for f in by_name if f.sniff is not None and f.sniff(path)]
         if both:
             return both[0].name
-        if os.path.isdir(path) and not by_content:
-            kinds = " nor ".join(f.directory for f in formats if f.directory)
-            raise ValueError(f"{path}: a directory that is neither {kinds}; pass --from")
-        if by_content and not by_name:
-            return by_content[0].name
+        # the other sniffers only where the name settles nothing: some read the whole file (ONNX parses it)
+        if not by_name or os.path.isdir(path):
+            by_content = [f for f in formats if f.sniff is not None and f.sniff(path)]
+            if os.path.isdir(path) and not by_content:
+                kinds = " nor ".join(f.directory for f in formats if f.directory)
+                raise ValueError(f"{path}: a directory that is neither {kinds}; pass --from")
+            if by_content and not by_name:
+                return by_content[0].name
     if by_name:
         return by_name[0].name
     raise ValueError(f"{path}: cannot tell the format from the name; pass --{'from' if reading else 'to'} "
