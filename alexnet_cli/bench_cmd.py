@@ -40,9 +40,9 @@ TRAIN_FLOPS = 3  # forward + backward ~ 3x the forward's multiply-adds (weights'
 LRN_LIMIT, YARDSTICK_LIMIT, COLD_LIMIT = 0.10, 0.97, 0.5  # the issue's bars, printed as checks
 
 
-def paths_of(name: str) -> tuple[str, ...]:
-    """An engine's execution paths (eager and compiled, where it has both)."""
-    return tuple(p.name for p in benchable()[name].bench_paths)
+def paths_of(name: str, mode: str | None = None) -> tuple[str, ...]:
+    """An engine's execution paths (eager and compiled, where it has both); with `mode`, those that can time it."""
+    return tuple(p.name for p in benchable()[name].bench_paths if mode is None or mode in p.modes)
 
 
 def path_help() -> dict[str, str]:
@@ -57,8 +57,9 @@ def framework_modules() -> tuple[str, ...]:
 def add_arguments(p):
     p.add_argument("variants", nargs="*", metavar="VARIANT",
                    help=f"variants to run (default all): {', '.join(VARIANTS)}")
-    p.add_argument("--frameworks", default=",".join(benchable()),
-                   help=f"comma-separated subset of {','.join(benchable())}")
+    p.add_argument("--frameworks", help=f"comma-separated subset of {','.join(benchable())} (default: all; "
+                   "with --mode train, those that can train: " + ",".join(n for n in benchable() if paths_of(n, "train"))
+                   + ")")
     p.add_argument("--paths", default="all", help="execution paths, comma-separated: "
                    + "; ".join(f"{k}: {v}" for k, v in path_help().items()) + " (default all)")
     p.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
@@ -90,11 +91,18 @@ def _plan(args) -> dict:
     for v in variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
-    frameworks = [n.strip() for n in args.frameworks.split(",") if n.strip()]
+    if args.frameworks is None:  # every engine that can time this mode
+        frameworks = [n for n in benchable() if paths_of(n, args.mode)]
+    else:
+        frameworks = [n.strip() for n in args.frameworks.split(",") if n.strip()]
     for n in frameworks:
         if n not in benchable():
             raise ValueError(f"--frameworks: unknown {n!r}; choose from {', '.join(benchable())}")
-    all_paths = [p for n in frameworks for p in paths_of(n)]
+        if not paths_of(n, args.mode):
+            modes = dict.fromkeys(m for p in benchable()[n].bench_paths for m in p.modes)
+            raise ValueError(f"--mode {args.mode}: {n} has no {args.mode} path (it times {', '.join(modes)} only); "
+                             "leave it out of --frameworks")
+    all_paths = [p for n in frameworks for p in paths_of(n, args.mode)]
     paths = all_paths if args.paths == "all" else [p.strip() for p in args.paths.split(",") if p.strip()]
     for p in paths:
         if p not in path_help():
@@ -242,7 +250,7 @@ def run(args) -> int:
             _say(f"{fw}: not installed, left out")
             records.append({"kind": "error", "framework": fw, "error": "not installed"})
             continue
-        if not any(p in plan["paths"] for p in paths_of(fw)):
+        if not any(p in plan["paths"] for p in paths_of(fw, plan["mode"])):
             continue
         records += run_worker(fw, plan)
     report = build_report(plan, records, load_before, os.getloadavg(), time.perf_counter() - started)
@@ -649,7 +657,7 @@ def worker(job: dict) -> None:
     if job["device"] == "gpu" and any(r["kind"] == "error" for r in roofs):
         out.close()
         return  # no GPU for this framework: its error says so once
-    paths = [p for p in paths_of(fw) if p in job["paths"]]
+    paths = [p for p in paths_of(fw, job["mode"]) if p in job["paths"]]
     for variant in job["variants"]:
         for path in paths:
             _say(f"{fw} {path} {variant} (input {job['sizes'][variant]}, batch {job['batch']}, {job['mode']})")

@@ -29,6 +29,7 @@ class BenchPath:
     name: str
     help: str
     color: str  # its bars in the bench plot
+    modes: tuple[str, ...] = ("infer", "train")  # what it can time: --mode infer (forward), train (+ backward)
 
 
 @dataclass(frozen=True, eq=False)

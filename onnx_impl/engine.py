@@ -1,7 +1,10 @@
 """onnx_impl's record in the engine registry (common.engines): the spec's ONNX graph run by ONNX Runtime.
 Plain data: reading it imports neither onnx nor onnxruntime."""
-from alexnet_parity.common.engines import Engine
+from alexnet_parity.common.engines import BenchPath, Engine
 
 ENGINE = Engine(
     name="onnxruntime", package="alexnet_parity.onnx_impl", requires=("onnx", "onnxruntime"), extra="onnx",
-    formats=("onnx",), suffix=".onnx", layout="NCHW", color="tab:purple")
+    formats=("onnx",), suffix=".onnx", layout="NCHW", color="tab:purple",
+    bench_paths=(BenchPath("ort", "ONNX Runtime InferenceSession (default graph optimizations)", "#54278f",
+                           modes=("infer",)),),  # training is onnxruntime-training's, not installed here
+    runner="alexnet_parity.onnx_impl.bench:OrtRunner")
