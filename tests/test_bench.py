@@ -87,6 +87,8 @@ def test_chart_is_a_png(tiny_run):
     (["paper", "--input-size", "big"], "whole number or 'min'"),
     (["paper", "--input-size", "32"], "smallest input size it takes is 52"),
     (["paper", "--tf32", "on"], "--tf32 applies to --device gpu only"),
+    (["paper", "--mode", "train", "--frameworks", "onnxruntime"],
+     "--mode train: onnxruntime has no train path (it times infer only)"),
 ])
 def test_bad_options_give_one_line_error(capsys, argv, message):
     assert main(["bench", *argv]) == 2
@@ -126,3 +128,36 @@ def test_gpu_run_measures_on_the_gpu(tmp_path, tf32):
     assert [r["n"] for r in report["roofs"]] == [8192] and "numpy" not in {r["framework"] for r in report["roofs"]}
     for r in report["results"]:  # memory from the GPU's allocator: the host RSS would not see the activations
         assert r["images_per_s"] > 0 and r["model_mb"] > 0 and r["peak_mb"] >= r["model_mb"]
+
+
+def _plan_of(argv):
+    import argparse
+
+    from alexnet_parity.alexnet_cli import bench_cmd
+    p = argparse.ArgumentParser()
+    bench_cmd.add_arguments(p)
+    return bench_cmd._plan(p.parse_args(argv))
+
+
+def test_onnxruntime_is_in_the_default_inference_run_and_out_of_training():
+    """ORT times inference beside the frameworks; --mode train, which it has no path for, leaves it out
+    unasked (and refuses it asked: test_bad_options_give_one_line_error)."""
+    assert "onnxruntime" in _plan_of([])["frameworks"] and "ort" in _plan_of([])["paths"]
+    train = _plan_of(["--mode", "train"])
+    assert "onnxruntime" not in train["frameworks"] and "ort" not in train["paths"] and train["frameworks"]
+
+
+def test_onnxruntime_run_times_the_specs_export(tmp_path):
+    """ONNX Runtime through the bench's worker: the spec's ONNX graph timed, its session counted as the
+    first step's compile, and the ONNX conversion checked bit-exact. 27 s on a loaded 2-core machine (19 s CPU)."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "paper", "--frameworks", "onnxruntime", "--input-size", "min", "--batch", "2",
+                 "--repeats", "1", "--warmup", "0", "--cold-runs", "0", "--lrn", "none", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["errors"] == [] and {r["framework"] for r in report["roofs"]} == {"numpy", "onnxruntime"}
+    assert [(r["framework"], r["path"], r["role"]) for r in report["results"]] == [("onnxruntime", "ort", "main")]
+    for r in report["results"]:
+        assert r["images_per_s"] > 0 and r["first_step_s"] > 0 and r["model_mb"] > 0
+    (conv,) = report["conversion"]
+    assert conv["bit_exact"] and conv["convert_label"] == "weights_convert canonical -> onnx"
