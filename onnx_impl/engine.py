@@ -4,4 +4,5 @@ from alexnet_parity.common.engines import Engine
 
 ENGINE = Engine(
     name="onnxruntime", package="alexnet_parity.onnx_impl", requires=("onnx", "onnxruntime"), extra="onnx",
-    formats=("onnx",), suffix=".onnx", layout="NCHW", color="tab:purple")
+    formats=("onnx",), suffix=".onnx", layout="NCHW",
+    dtypes=("float32", "float16"), color="tab:purple")  # ORT CPU has no float64 or bfloat16 Conv
