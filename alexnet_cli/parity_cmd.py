@@ -13,7 +13,9 @@ import time
 
 from alexnet_parity.common import VARIANTS, get_spec
 from alexnet_parity.common.engines import compared, engines, get_engine
-from alexnet_parity.parity_tests.core import TOLERANCE, config_id, configs, failures, parity_weights, run_parity
+from alexnet_parity.common.dtypes import DTYPES
+from alexnet_parity.parity_tests.core import (DTYPE_TOLERANCES, TOLERANCE, config_id, configs, dtype_failures, failures,
+                                              parity_weights, run_parity)
 
 
 def convert_file(name: str) -> tuple[str, str]:
@@ -36,6 +38,9 @@ def add_arguments(p):
     p.add_argument("--num-classes", type=int, help="with VARIANT: this many outputs in fc8")
     p.add_argument("--batch", type=int, default=2, help="images per run (default 2)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"max relative error allowed (default {TOLERANCE:g})")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="build every engine's model in this dtype (the engines whose registry record lists it) and "
+                   "gate each layer against the float64 reference by that dtype's tolerance (default float32)")
     p.add_argument("--convert", action="store_true",
                    help="give each framework its weights through its own checkpoint file, and check the round trip")
     p.add_argument("--layers", action="store_true", help="print every layer, not only the per-variant summary")
@@ -67,6 +72,26 @@ def _frameworks(args):
     if not present:
         raise ValueError("none of the requested frameworks is installed (pip install 'alexnet-parity[all]')")
     return present
+
+
+def _dtype_frameworks(dtype, frameworks):
+    """The frameworks that build a `dtype` model (the registry's `dtypes`); the others are left out, said so."""
+    kept = tuple(n for n in frameworks if dtype in get_engine(n).dtypes)
+    for n in frameworks:
+        if n not in kept:
+            print(f"[parity] {n}: builds no {dtype} model, left out", file=sys.stderr)
+    if not kept:
+        raise ValueError(f"--dtype {dtype}: none of {', '.join(frameworks)} builds it")
+    return kept
+
+
+def _gate(args):
+    """(the tolerance as printed, result -> its failing layers): --tolerance for every layer and pair in float32;
+    in another dtype, each engine against the float64 reference by DTYPE_TOLERANCES."""
+    if args.dtype == "float32":
+        return f"{args.tolerance:g}", lambda r: failures(r, args.tolerance)
+    layers, logits = DTYPE_TOLERANCES[args.dtype]
+    return f"{args.dtype} {layers:g} per layer, {logits:g} at the output, vs the float64 reference", dtype_failures
 
 
 def _devices(args, frameworks):
@@ -181,7 +206,7 @@ def run(args) -> int:
     # tf_impl compiles its LRN once per shape, which TF reports as "retracing" warnings: by design here
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     configs = _configs(args)
-    frameworks = _frameworks(args)
+    frameworks = _dtype_frameworks(args.dtype, _frameworks(args))
     devices = _devices(args, frameworks)
     results, started = [], time.perf_counter()
     total = len(configs) * len(devices)
@@ -194,7 +219,7 @@ def run(args) -> int:
             print(f"[parity]   weights through {' -> '.join(convert_file(f)[1] for f in frameworks)}: "
                   "bit-identical", file=sys.stderr)
         r = run_parity(variant, overrides, device=device, frameworks=frameworks, batch=args.batch,
-                       weights_for=weights_for)
+                       weights_for=weights_for, dtype=args.dtype)
         results.append(r)
         if args.layers:
             _print_layers(r)
@@ -202,9 +227,10 @@ def run(args) -> int:
           f"({len(results)} runs, {time.perf_counter() - started:.0f} s)")
     _print_table(_summary_rows(results))
     worst = max(results, key=lambda r: r.worst()[0])
-    bad = [f"{r.id}/{r.device}: {f}" for r in results for f in failures(r, args.tolerance)]
+    tolerance, check = _gate(args)
+    bad = [f"{r.id}/{r.device}: {f}" for r in results for f in check(r)]
     print(f"\nlargest error: {worst.worst()[0]:.2e} ({worst.id} on {worst.device}, {worst.worst()[1]}); "
-          f"tolerance {args.tolerance:g}: {'PASS' if not bad else f'FAIL ({len(bad)} layers)'}")
+          f"tolerance {tolerance}: {'PASS' if not bad else f'FAIL ({len(bad)} layers)'}")
     for line in bad[:20]:
         print(f"  {line}")
     if args.json:

@@ -43,6 +43,7 @@ class Engine:
     formats: tuple[str, ...] = ()  # its native weight formats; `parity --convert` writes the first
     suffix: str = ""  # the file ending of formats[0] that `parity --convert` writes
     layout: str = "NCHW"  # of its inputs and feature maps: NCHW or NHWC
+    dtypes: tuple[str, ...] = ("float32",)  # what build_model(dtype=...) takes on CPU
     color: str = "tab:gray"  # its lines in the parity plot
     bench_paths: tuple[BenchPath, ...] = ()
     runner: Any = None  # the bench runner class: Runner(device, tf32)
@@ -78,9 +79,14 @@ class Engine:
     def load_weights(self, model, weights: dict) -> None:
         self.impl().load_weights(model, weights)
 
-    def run_activations(self, spec, weights: dict, x_nchw, device: str = "cpu") -> dict:
-        """Every named layer's output for a NCHW float32 batch, as numpy in the canonical (NCHW) layout."""
-        return self.impl().run_activations(spec, weights, x_nchw, device=device)
+    def run_activations(self, spec, weights: dict, x_nchw, device: str = "cpu", dtype: str = "float32") -> dict:
+        """Every named layer's output for a NCHW float32 batch, as numpy in the canonical (NCHW) layout, from a
+        model of `dtype` (float64 activations as float64, the others as float32). An engine that takes only
+        float32 is not passed the option."""
+        if dtype not in self.dtypes:
+            raise ValueError(f"dtype {dtype!r}: {self.name} builds {', '.join(self.dtypes)} on CPU")
+        options = {} if dtype == "float32" else {"dtype": dtype}
+        return self.impl().run_activations(spec, weights, x_nchw, device=device, **options)
 
     def devices(self) -> list[str]:
         return self.impl().devices()

@@ -10,6 +10,7 @@ import operator
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -30,11 +31,12 @@ class SplitGroupConv(nnx.Conv):
 
     def __call__(self, x):
         groups = self.feature_group_count
-        kernels = jnp.split(self.kernel[...], groups, axis=-1)
+        x, kernel, bias = self.promote_dtype((x, self.kernel[...], self.bias[...]), dtype=self.dtype)
+        kernels = jnp.split(kernel, groups, axis=-1)
         ys = [lax.conv_general_dilated(xg, kg, self.strides, self.padding, dimension_numbers=NHWC,
                                        precision=self.precision)
               for xg, kg in zip(jnp.split(x, groups, axis=-1), kernels)]
-        return jnp.concatenate(ys, axis=-1) + self.bias[...]
+        return jnp.concatenate(ys, axis=-1) + bias
 
 
 def conv_padding(layer: Conv) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -66,15 +68,18 @@ def lrn(x, layer: LRN):
 
     JAX has no LRN. The window sum is `size` shifted slices of the zero-padded squares, which XLA fuses
     into one loop (lax.reduce_window over the channel axis is ~2x slower, a banded matmul too); for the
-    beta=0.75 every variant uses, d**-0.75 = rsqrt(d*sqrt(d)) avoids pow's exp/log (~3x faster)."""
+    beta=0.75 every variant uses, d**-0.75 = rsqrt(d*sqrt(d)) avoids pow's exp/log (~3x faster).
+    bfloat16 and float16 are computed in float32 (0-255 pixels square past float16's 65504) and rounded back."""
+    dtype = x.dtype
+    x = x.astype(jnp.promote_types(dtype, jnp.float32))
     half = layer.size // 2
     c = x.shape[-1]
     sq = jnp.pad(x * x, ((0, 0), (0, 0), (0, 0), (half, layer.size - 1 - half)))
     window_sum = functools.reduce(operator.add, (sq[..., i:i + c] for i in range(layer.size)))
     d = layer.k + layer.scale * window_sum
     if layer.beta == 0.75:
-        return x * lax.rsqrt(d * jnp.sqrt(d))
-    return x * d ** -layer.beta
+        return (x * lax.rsqrt(d * jnp.sqrt(d))).astype(dtype)
+    return (x * d ** -layer.beta).astype(dtype)
 
 
 def adaptive_avg_pool(x, layer: AdaptiveAvgPool):
@@ -87,8 +92,8 @@ def adaptive_avg_pool(x, layer: AdaptiveAvgPool):
         if h == out and w == out:
             return x
         return x.reshape(n, out, h // out, out, w // out, c).mean(axis=(2, 4))
-    mh = jnp.asarray(adaptive_pool_matrix(h, out))
-    mw = jnp.asarray(adaptive_pool_matrix(w, out))
+    mh = jnp.asarray(adaptive_pool_matrix(h, out, np.float64), dtype=x.dtype)  # 1/3 in the model's own precision
+    mw = jnp.asarray(adaptive_pool_matrix(w, out, np.float64), dtype=x.dtype)
     return jnp.einsum("oh,nhwc,pw->nopc", mh, x, mw)
 
 

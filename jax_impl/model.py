@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import secrets
+from contextlib import nullcontext
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +11,7 @@ from flax import nnx
 
 from alexnet_parity.common import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, LRN, MaxPool, ReLU, Spec,
                                    activation_to_nchw, from_nhwc, nchw_to_nhwc, to_nhwc)
+from alexnet_parity.common.dtypes import check_dtype, output_dtype
 
 from .layers import SplitGroupConv, adaptive_avg_pool, conv_padding, initializer, lrn, max_pool
 
@@ -21,21 +23,26 @@ class AlexNet(nnx.Module):
     It starts in train mode, as every NNX module does: dropout draws from the `rngs` passed to __call__
     (model(x, rngs=nnx.Rngs(dropout=1))); model.eval() makes it deterministic. The module holds no RNG state,
     so nnx.state(model) is parameters only.
+
+    dtype is its parameters' and computation's type (Flax's param_dtype and dtype, both); the input is cast to
+    it. float64 needs JAX's 64-bit mode (see build_model).
     """
 
-    def __init__(self, spec: Spec, *, rngs: nnx.Rngs):
+    def __init__(self, spec: Spec, *, rngs: nnx.Rngs, dtype="float32"):
         self.spec = spec
+        self.dtype = jnp.dtype(check_dtype(dtype))
+        types = dict(dtype=self.dtype, param_dtype=self.dtype)
         for layer in spec.layers:
             if isinstance(layer, Conv):
                 conv = SplitGroupConv if layer.groups > 1 else nnx.Conv
                 setattr(self, layer.name, conv(
                     layer.in_channels, layer.out_channels, (layer.kernel, layer.kernel), (layer.stride, layer.stride),
-                    padding=conv_padding(layer), feature_group_count=layer.groups, rngs=rngs,
+                    padding=conv_padding(layer), feature_group_count=layer.groups, rngs=rngs, **types,
                     kernel_init=initializer(layer.weight_init, layer.fan_in, layer.fan_out),
                     bias_init=initializer(layer.bias_init, layer.fan_in, layer.fan_out)))
             elif isinstance(layer, Dense):
                 setattr(self, layer.name, nnx.Linear(
-                    layer.in_features, layer.out_features, rngs=rngs,
+                    layer.in_features, layer.out_features, rngs=rngs, **types,
                     kernel_init=initializer(layer.weight_init, layer.fan_in, layer.fan_out),
                     bias_init=initializer(layer.bias_init, layer.fan_in, layer.fan_out)))
             elif isinstance(layer, Dropout):
@@ -46,6 +53,7 @@ class AlexNet(nnx.Module):
         c, h, w = self.spec.input_shape
         if x.ndim != 4 or x.shape[1:] != (h, w, c):
             raise ValueError(f"input has shape {x.shape}; {self.spec.describe()} takes (N, {h}, {w}, {c}) NHWC")
+        x = x.astype(self.dtype)
         for layer in self.spec.layers:
             if isinstance(layer, (Conv, Dense)):
                 x = getattr(self, layer.name)(x)
@@ -80,13 +88,14 @@ class AlexNet(nnx.Module):
 # --- canonical weights <-> parameters -----------------------------------------------------------------
 
 def load_weights(model: AlexNet, weights: dict) -> None:
-    """Copy a canonical weight dict into the model, exactly (shapes checked first)."""
+    """Copy a canonical weight dict into the model (shapes checked first): exactly into a float32 or float64
+    model, rounded to nearest into a bfloat16 or float16 one."""
     spec = model.spec
     spec.check_weights(weights)
     for name, (kernel, bias) in to_nhwc(spec, weights).items():
         module = getattr(model, name)
-        module.kernel.set_value(jnp.asarray(kernel))
-        module.bias.set_value(jnp.asarray(bias))
+        module.kernel.set_value(jnp.asarray(kernel, dtype=model.dtype))
+        module.bias.set_value(jnp.asarray(bias, dtype=model.dtype))
 
 
 def export_weights(model: AlexNet) -> dict[str, np.ndarray]:
@@ -95,20 +104,34 @@ def export_weights(model: AlexNet) -> dict[str, np.ndarray]:
     return from_nhwc(model.spec, {name: (m.kernel[...], m.bias[...]) for name, m in modules.items()})
 
 
-def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:
+def _check_x64(dtype: str) -> None:
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("dtype 'float64' needs JAX's 64-bit mode: build and run the model inside "
+                         "`with jax.enable_x64():`, or set JAX_ENABLE_X64=1 for the whole process")
+
+
+def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None,
+                dtype="float32") -> AlexNet:
     """The spec as a Flax NNX module, in train mode as every NNX module starts (dropout on, drawing from the
     rngs passed to the call); model.eval() turns dropout off.
 
     weights=None draws the variant's init rule with JAX's RNG, nnx.Rngs(seed); seed=None takes a fresh
     seed from the OS, as torch and Keras draw from their global RNG. With weights (a canonical dict),
     the shapes are checked and the module is built abstractly (no random draw) and then filled exactly.
+
+    dtype: "float32" (default), "float64", "bfloat16" or "float16", as Flax's param_dtype and dtype. float64
+    needs JAX's 64-bit mode, which is process-wide state that would turn every other float32 user's
+    jnp.asarray(python float) and integer defaults into 64-bit: so it is not switched on here; build and
+    run inside `with jax.enable_x64():` (as run_activations does) or set JAX_ENABLE_X64=1.
     """
+    dtype = check_dtype(dtype)
+    _check_x64(dtype)
     if weights is not None:
         spec.check_weights(weights)
-        model = nnx.eval_shape(lambda: AlexNet(spec, rngs=nnx.Rngs(0)))
+        model = nnx.eval_shape(lambda: AlexNet(spec, rngs=nnx.Rngs(0), dtype=dtype))
         load_weights(model, weights)
     else:
-        model = AlexNet(spec, rngs=nnx.Rngs(secrets.randbits(32) if seed is None else seed))
+        model = AlexNet(spec, rngs=nnx.Rngs(secrets.randbits(32) if seed is None else seed), dtype=dtype)
     return model
 
 
@@ -154,16 +177,22 @@ def devices() -> list[str]:
         return ["cpu"]
 
 
-def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Build from canonical weights on `device` ("cpu" or "gpu"), run eval mode at full float32 precision,
-    and return every activation as float32 numpy in the canonical layout (NCHW, flatten in C,H,W order)."""
+def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu",
+                    dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Build from canonical weights in `dtype` on `device` ("cpu" or "gpu"), run eval mode at full float32
+    precision, and return every activation as numpy in the canonical layout (NCHW, flatten in C,H,W order):
+    float64 for a float64 model, else float32. float64 runs inside jax.enable_x64(), a context: the process's
+    own mode is what it was afterwards, and float32 runs before and after are bit-identical."""
+    dtype = check_dtype(dtype)
+    out = output_dtype(dtype)
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     if device not in devices():
         raise RuntimeError(f"JAX sees no {device}")
-    with jax.default_device(jax.devices(device)[0]), jax.default_matmul_precision("highest"):
-        model = build_model(spec, weights)
+    with (jax.enable_x64(True) if dtype == "float64" else nullcontext(), jax.default_device(jax.devices(device)[0]),
+          jax.default_matmul_precision("highest")):
+        model = build_model(spec, weights, dtype=dtype)
         acts = _eval_activations(model, jnp.asarray(nchw_to_nhwc(np.asarray(x_nchw, dtype=np.float32))))
         # (a jitted dict comes back with its keys sorted: restore the layer order)
-        return {layer.name: activation_to_nchw(spec, layer.name, np.asarray(acts[layer.name], dtype=np.float32))
+        return {layer.name: activation_to_nchw(spec, layer.name, np.asarray(acts[layer.name], dtype=out))
                 for layer in spec.layers}

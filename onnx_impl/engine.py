@@ -5,6 +5,7 @@ from alexnet_parity.common.engines import BenchPath, Engine
 ENGINE = Engine(
     name="onnxruntime", package="alexnet_parity.onnx_impl", requires=("onnx", "onnxruntime"), extra="onnx",
     formats=("onnx",), suffix=".onnx", layout="NCHW", color="tab:purple",
+    dtypes=("float32", "float16"),  # ORT CPU has no float64 or bfloat16 Conv
     bench_paths=(BenchPath("ort", "ONNX Runtime InferenceSession (default graph optimizations)", "#54278f",
                            modes=("infer",)),),  # training is onnxruntime-training's, not installed here
     runner="alexnet_parity.onnx_impl.bench:OrtRunner")

@@ -373,7 +373,7 @@ def _op(node, cur, consts, consumers, opset, source, done) -> Op:
     extra_outputs = [o for o in node.output[1:] if o and consumers.get(o)]
     if extra_outputs:
         raise error(source, f"{label}: its second output {extra_outputs[0]!r} is used; an AlexNet uses only the first")
-    if t in ("Identity", "Dropout"):
+    if t in ("Identity", "Dropout") or (t == "Cast" and a.get("to") in DTYPES):  # a float16 export's LRN casts
         return Op("identity", node)
     if t == "Relu":
         return Op("relu", node)

@@ -5,6 +5,7 @@ import numpy as np
 import onnxruntime as ort
 
 from alexnet_parity.common import Spec
+from alexnet_parity.common.dtypes import check_dtype
 
 from .export import INPUT, build_model
 
@@ -35,19 +36,24 @@ def session(model, device: str = "cpu", threads: int | None = None) -> ort.Infer
 def activations(sess: ort.InferenceSession, x_nchw: np.ndarray) -> dict[str, np.ndarray]:
     """Every graph output of one run, by name (the spec's layer names for our exports)."""
     names = [o.name for o in sess.get_outputs()]
-    values = sess.run(names, {sess.get_inputs()[0].name: np.ascontiguousarray(x_nchw, dtype=np.float32)})
+    source = sess.get_inputs()[0]
+    x = np.ascontiguousarray(x_nchw, dtype=np.float16 if source.type == "tensor(float16)" else np.float32)
+    values = sess.run(names, {source.name: x})
     return dict(zip(names, values))
 
 
-def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Export `spec` with canonical `weights` (every layer an output), run it in ONNX Runtime on `device`,
-    and return every activation as float32 numpy, NCHW (ONNX's layout is the canonical one)."""
+def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu",
+                    dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Export `spec` with canonical `weights` in `dtype` ("float32" or "float16"; every layer an output), run
+    it in ONNX Runtime on `device`, and return every activation as float32 numpy, NCHW (ONNX's layout is the
+    canonical one)."""
+    dtype = check_dtype(dtype)
     x = np.asarray(x_nchw, dtype=np.float32)
     if x.ndim != 4 or x.shape[1:] != spec.input_shape:
         raise ValueError(f"input has shape {x.shape}; {spec.describe()} takes "
                          f"(N, {', '.join(map(str, spec.input_shape))}) NCHW")
-    acts = activations(session(build_model(spec, weights, outputs="all"), device), x)
-    return {layer.name: acts[layer.name] for layer in spec.layers}
+    acts = activations(session(build_model(spec, weights, outputs="all", dtype=dtype), device), x)
+    return {layer.name: acts[layer.name].astype(np.float32, copy=False) for layer in spec.layers}
 
 
 __all__ = ["devices", "session", "activations", "run_activations", "INPUT"]

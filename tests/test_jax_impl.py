@@ -302,3 +302,34 @@ def test_conv_padding_adds_only_unread_zeros(variant, size):
     conv = lambda pad: lax.conv_general_dilated(x, k, (layer.stride,) * 2, pad, dimension_numbers=NHWC)
     assert np.array_equal(np.asarray(conv(padding)), np.asarray(conv(layer.padding)))
     assert conv(padding).shape[1:3] == layer.out_shape[1:]
+
+
+def test_float64_needs_x64_and_leaves_the_process_float32():
+    """float64 runs inside jax.enable_x64(True), a context: outside it x64 stays off (jnp defaults float32), a float32
+    run after a float64 one is bit-identical to one before, and build_model(dtype='float64') outside says what to do."""
+    spec = get_spec("caffe", input_size=smallest_input_size("caffe"), num_classes=10)
+    w, x = live_weights(spec), batch(spec)
+    assert not jax.config.jax_enable_x64
+    with pytest.raises(ValueError, match=r"^dtype 'float64' needs JAX's 64-bit mode: .*enable_x64"):
+        jax_impl.build_model(spec, w, dtype="float64")
+    before = jax_impl.run_activations(spec, w, x)
+    acts64 = jax_impl.run_activations(spec, w, x, dtype="float64")
+    assert not jax.config.jax_enable_x64 and jnp.asarray(1.0).dtype == jnp.float32
+    after = jax_impl.run_activations(spec, w, x)
+    assert all(np.array_equal(before[k], after[k]) and after[k].dtype == np.float32 for k in before)
+    ref = reference_forward(spec, w, x)
+    assert acts64["fc8"].dtype == np.float64
+    assert max(np.abs(acts64[k] - ref[k]).max() / np.abs(ref[k]).max() for k in ref) < 1e-12
+    with jax.enable_x64(True):
+        model = jax_impl.build_model(spec, w, dtype="float64")
+        assert model.fc8.kernel[...].dtype == jnp.float64
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_reduced_precision_parameters_and_round_trip(dtype):
+    spec = get_spec("caffe", input_size=smallest_input_size("caffe"), include_top=False)
+    w = live_weights(spec)
+    model = jax_impl.build_model(spec, w, dtype=dtype)
+    assert model.conv1.kernel[...].dtype == jnp.dtype(dtype) and model.conv5.bias[...].dtype == jnp.dtype(dtype)
+    back = jax_impl.export_weights(model)
+    assert all(np.array_equal(back[k], np.asarray(jnp.asarray(w[k], dtype=dtype), dtype=np.float32)) for k in w)

@@ -314,3 +314,33 @@ def test_import_does_not_pull_other_frameworks():
     code = ("import sys, alexnet_parity.torch_impl; bad = sorted({m.split('.')[0] for m in sys.modules} "
             "& {'tensorflow', 'keras', 'jax', 'flax'}); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16", "float16"])
+def test_build_model_in_a_dtype(dtype):
+    """Parameters and activations in the dtype; weights rounded to it (exact for float64); the same seed draws the
+    same model in every dtype, rounded."""
+    spec = get_spec("caffe", input_size=smallest_input_size("caffe"), include_top=False)  # LRN, groups, ceil pools
+    w = parity_weights(spec)
+    model = ti.build_model(spec, w, dtype=dtype)
+    want = getattr(torch, dtype)
+    assert {p.dtype for p in model.parameters()} == {want}
+    back = ti.export_weights(model)
+    assert all(np.array_equal(back[k], torch.from_numpy(w[k]).to(want).float().numpy()) for k in w)
+    drawn32, drawn = ti.build_model(spec, seed=3), ti.build_model(spec, seed=3, dtype=dtype)
+    assert all(torch.equal(a.to(want), b) for a, b in zip(drawn32.parameters(), drawn.parameters()))
+    acts = ti.activations(model.eval(), torch.from_numpy(parity_input(spec)).to(want))
+    assert acts[spec.layers[-1].name].dtype == want
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reduced_precision_lrn_is_float32_rounded_once(dtype):
+    """LRN of a bfloat16/float16 tensor is the float32 LRN of the same values, rounded: inference and autograd."""
+    x = (torch.rand(2, 16, 7, 7, generator=torch.Generator().manual_seed(0)) * 255).to(dtype)
+    want = ti.local_response_norm(x.float(), 5, 1e-4, 0.75, 2.0).to(dtype)
+    assert torch.equal(ti.local_response_norm(x, 5, 1e-4, 0.75, 2.0), want)
+    xg = x.clone().requires_grad_()
+    out = ti.local_response_norm(xg, 5, 1e-4, 0.75, 2.0)
+    out.sum().backward()
+    assert out.dtype == dtype and torch.equal(out.detach(), want) and xg.grad.dtype == dtype
+    assert torch.isfinite(xg.grad).all()

@@ -145,8 +145,12 @@ def local_response_norm(x: torch.Tensor, size: int, scale: float, beta: float, k
     206 ms for F.local_response_norm and 42 ms for the same shifted sums on whole tensors. Training
     goes through an autograd Function with the same kernels and a hand-written backward (forward +
     backward 166 ms against 560 ms); torch.compile gets the plain out-of-place formula, which
-    inductor fuses on its own.
+    inductor fuses on its own. bfloat16 and float16 inputs are computed in float32 and rounded back.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        # the sum of squares in float32: 0-255 pixels square past float16's 65504 (and torch has had no
+        # float16 CPU LRN); the result is rounded back once
+        return local_response_norm(x.float(), size, scale, beta, k).to(x.dtype)
     if torch.onnx.is_in_onnx_export():
         return _OnnxLocalResponseNorm.apply(x, size, scale, beta, k)
     if _is_compiling():

@@ -14,6 +14,7 @@ from torch import nn
 
 from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, Layer, MaxPool,
                                    ReLU, Spec, init_bounds)
+from alexnet_parity.common.dtypes import check_dtype
 
 from .layers import LocalResponseNorm, make_conv, make_max_pool
 
@@ -113,20 +114,30 @@ def init_native(model: nn.Module, seed: int | None = None) -> None:
                     tensor.copy_(cpu)
 
 
-def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:
+def torch_dtype(dtype) -> torch.dtype:
+    """The torch dtype of a name of common.dtypes.DTYPES ("float32", "float64", "bfloat16", "float16")."""
+    return getattr(torch, check_dtype(dtype))
+
+
+def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None,
+                dtype="float32") -> AlexNet:
     """The torch module for `spec`: with canonical `weights` loaded exactly, or else drawn by the
-    variant's own init rule (seeded by `seed`, else torch's global RNG)."""
+    variant's own init rule (seeded by `seed`, else torch's global RNG). dtype: its parameters' and
+    computation's type, "float32" (default), "float64", "bfloat16" or "float16"; the weights are loaded
+    or drawn in float32 and then cast, so a seed draws the same model, rounded, in every dtype."""
+    dtype = torch_dtype(dtype)
     model = AlexNet(spec, device="meta")  # no memory and no default init for what is drawn or loaded next
     model.to_empty(device="cpu")
     if weights is None:
         init_native(model, seed)
     else:
         load_weights(model, weights)
-    return model
+    return model if dtype == torch.float32 else model.to(dtype)
 
 
 def load_weights(model: nn.Module, weights: dict) -> None:
-    """Copy canonical weights (name -> array) into the model, exactly; float32."""
+    """Copy canonical weights (name -> array) into the model: exactly into a float32 or float64 model, rounded
+    to nearest into a bfloat16 or float16 one."""
     model = unwrap(model)
     model.spec.check_weights(weights)
     params = dict(model.named_parameters())

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from alexnet_parity.common import Spec
+from alexnet_parity.common.dtypes import check_dtype, output_dtype
 
-from .model import build_model, unwrap
+from .model import build_model, torch_dtype, unwrap
 
 
 def devices() -> list[str]:
@@ -59,12 +60,16 @@ def full_fp32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Build `spec` with canonical `weights` on `device` ("cpu" or "gpu"), run eval mode on the NCHW
-    batch, and return every activation as float32 numpy in the canonical layout (torch's own)."""
+def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu",
+                    dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Build `spec` with canonical `weights` in `dtype` on `device` ("cpu" or "gpu"), run eval mode on the
+    NCHW batch (cast to dtype), and return every activation as numpy in the canonical layout (torch's own):
+    float64 for a float64 model, else float32."""
+    dtype = check_dtype(dtype)
     dev = torch_device(device)
-    model = build_model(spec, weights).to(dev).eval()
-    x = torch.from_numpy(np.ascontiguousarray(x_nchw, dtype=np.float32)).to(dev)
+    model = build_model(spec, weights, dtype=dtype).to(dev).eval()
+    x = torch.from_numpy(np.ascontiguousarray(x_nchw, dtype=np.float32)).to(dev, torch_dtype(dtype))
     with full_fp32(), torch.inference_mode():
         acts = activations(model, x)
-    return {name: a.float().cpu().numpy() for name, a in acts.items()}
+    out = torch_dtype(output_dtype(dtype).__name__)
+    return {name: a.to("cpu", out).numpy() for name, a in acts.items()}
