@@ -103,6 +103,8 @@ def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = N
     seed from the OS, as torch and Keras draw from their global RNG. With weights (a canonical dict),
     the shapes are checked and the module is built abstractly (no random draw) and then filled exactly.
     """
+    from alexnet_parity.weights_convert.pretrained import resolve_weights  # weights="bvlc_alexnet": the cache
+    weights = resolve_weights(weights, spec)
     if weights is not None:
         spec.check_weights(weights)
         model = nnx.eval_shape(lambda: AlexNet(spec, rngs=nnx.Rngs(0)))

@@ -81,6 +81,8 @@ def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = N
     variant's init rule (numpy, `seed`). outputs: None (the last layer), "all" (every named layer, in
     order) or layer names. The batch dimension is dynamic ("N"). check runs onnx.checker and shape
     inference (skipped above protobuf's 2 GB, where the checker needs the file)."""
+    from alexnet_parity.weights_convert.pretrained import resolve_weights  # weights="bvlc_alexnet": the cache
+    weights = resolve_weights(weights, spec)
     weights = init_weights(spec, seed=seed) if weights is None else weights
     spec.check_weights(weights)
     names = [layer.name for layer in spec.layers]

@@ -116,6 +116,8 @@ def init_native(model: nn.Module, seed: int | None = None) -> None:
 def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:
     """The torch module for `spec`: with canonical `weights` loaded exactly, or else drawn by the
     variant's own init rule (seeded by `seed`, else torch's global RNG)."""
+    from alexnet_parity.weights_convert.pretrained import resolve_weights  # weights="bvlc_alexnet": the cache
+    weights = resolve_weights(weights, spec)
     model = AlexNet(spec, device="meta")  # no memory and no default init for what is drawn or loaded next
     model.to_empty(device="cpu")
     if weights is None:
