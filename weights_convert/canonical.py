@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import struct
 
+import numpy as np
+
 from alexnet_parity.common import Spec
 
 from . import preprocessing as prep
@@ -53,14 +55,31 @@ def read_preprocessing(path: str, spec: Spec, **_):
     return (prep.from_json(recorded, path), "file") if recorded is not None else None
 
 
-def save(path: str, spec: Spec, weights: dict, preprocessing=None) -> None:
-    from safetensors.numpy import save_file
+def write_safetensors(path: str, tensors: dict, metadata: dict) -> None:
+    """A safetensors file with its header's keys sorted and the tensors in the given order, so the same
+    weights and metadata always give the same bytes (safetensors' own writer orders metadata by a randomly
+    seeded hash map): a hub blob's hash, or a digest a user pins, then names the weights, not the run."""
+    import json
 
+    header, offset = {}, 0
+    for name, array in tensors.items():
+        header[name] = {"dtype": "F32", "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    text = json.dumps({"__metadata__": metadata, **header}, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads the header to 8 bytes with spaces
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(text)))
+        fh.write(text)
+        for array in tensors.values():
+            fh.write(memoryview(np.ascontiguousarray(array, dtype="<f4")).cast("B"))
+
+
+def save(path: str, spec: Spec, weights: dict, preprocessing=None) -> None:
     meta = {"format": FORMAT_TAG, "variant": spec.variant, "input_size": str(spec.input_size),
             "num_classes": str(spec.num_classes), "include_top": str(spec.include_top).lower(),
             "spec": spec.to_json(), "preprocessing": prep.to_json(preprocessing or spec.preprocessing)}
     with atomic_output(path, replaces=sniff, what="a safetensors file") as tmp:
-        save_file({name: weights[name] for name in spec.weight_shapes()}, tmp, metadata=meta)
+        write_safetensors(tmp, {name: weights[name] for name in spec.weight_shapes()}, meta)
 
 
 def claims(path: str) -> bool:
