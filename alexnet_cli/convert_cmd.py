@@ -1,7 +1,9 @@
 """`alexnet convert SRC DST`: checkpoint format to checkpoint format, through canonical weights, bit-exact.
 
 Imports only what the two formats need (a .pth -> .caffemodel conversion never imports TensorFlow or JAX);
---verify also builds each side's framework model and runs one input through both.
+--verify also builds each side's framework model and runs one input through both. The preprocessing the
+weights expect travels along (weights_convert.preprocessing_of -> save(preprocessing=)): recorded in DST where
+its format holds metadata; a caffe DST gets its deploy net, NAME.prototxt, beside NAME.caffemodel.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ def add_arguments(p):
     p.epilog = "formats (--verify runs the engine after the colon):\n" + "\n".join(
         f"  {f.name:<12} {engine_for_format(f.name).name + ':':<10} {f.files}"
         + ("" if f.holds == "all" else f" ({f.holds} only)") for f in weights_convert.FORMATS.values()) + (
+        "\n\nhub: a Hugging Face-style folder (config.json, model.safetensors, a generated README.md model card), "
+        "e.g.\n  alexnet convert bvlc_alexnet.caffemodel alexnet-caffe/ --to hub"
         "\n\nThe variant is read from the file where it records it (canonical, keras, flax Orbax, caffe's layer "
         "order),\nelse inferred from the tensor shapes; caffe, caffenet and paper share shapes, so a file that "
         "records\nnothing needs --variant.")
@@ -92,26 +96,34 @@ def run(args) -> int:
     options = {"prototxt": args.prototxt} if args.prototxt else {}
     spec, weights, src_fmt = wc.load_as(args.src, args.src_format, args.variant, input_size=args.input_size,
                                         **options)
+    pre, where = wc.preprocessing_of(args.src, spec, src_fmt, **options)
     params = sum(w.size for w in weights.values())
     say(f"read {len(weights)} tensors, {params:,} parameters: {spec.describe()} ({time.perf_counter() - t0:.1f} s)")
 
     t1 = time.perf_counter()
     say(f"writing {args.dst} ({dst_fmt}) ...")
-    save_options = {"container": args.caffe_container} if dst_fmt == "caffe" else {}
+    save_options = {"container": args.caffe_container, "deploy": True} if dst_fmt == "caffe" else {}
+    if dst_fmt == "hub":
+        from alexnet_parity.weights_convert.pretrained import origin_of
+        save_options["origin"] = origin_of(args.src, src_fmt)
     if args.external_data:
         if dst_fmt != "onnx":
             raise ValueError(f"--external-data goes with an onnx DST, not {dst_fmt}")
         save_options["external_data"] = True
-    wc.save(args.dst, spec, weights, fmt=dst_fmt, **save_options)
+    wc.save(args.dst, spec, weights, fmt=dst_fmt, preprocessing=pre, **save_options)
     say(f"wrote {_mib(file_size(args.dst))} ({time.perf_counter() - t1:.1f} s)")  # a file, folder or TF prefix
     print(f"{args.dst}: {dst_fmt}, {spec.describe()}, {params:,} parameters (from {src_fmt} {args.src})")
+    from alexnet_parity.weights_convert.preprocessing import describe
+
+    kept = "recorded in DST" if wc.get_format(dst_fmt).keeps_preprocessing else "which DST's format cannot record"
+    say(f"the input the weights expect: {describe(pre)} ({where}: {pre.source}), {kept}")
 
     if args.verify:
-        return verify(args, spec, weights, src_fmt, dst_fmt, say)
+        return verify(args, spec, weights, src_fmt, dst_fmt, say, pre)
     return 0
 
 
-def verify(args, spec, weights, src_fmt, dst_fmt, say) -> int:
+def verify(args, spec, weights, src_fmt, dst_fmt, say, pre=None) -> int:
     """Read DST back (bit-identical, same spec), then run one input through the engine whose native format
     the source is (the numpy reference for a format no engine reads natively) and the target's, each on the
     weights read from its own file; print the max relative error."""
@@ -126,6 +138,10 @@ def verify(args, spec, weights, src_fmt, dst_fmt, say) -> int:
     changed = [k for k in weights if back[k].dtype != weights[k].dtype or not np.array_equal(back[k], weights[k])]
     if changed:
         print(f"verify: FAILED: tensor {changed[0]!r} differs after the round trip")
+        return 1
+    if pre is not None and wc.get_format(dst_fmt).keeps_preprocessing \
+            and wc.preprocessing_of(args.dst, spec2, dst_fmt)[0] != pre:
+        print(f"verify: FAILED: {args.dst} records another preprocessing than {args.src}'s")
         return 1
     x = np.random.default_rng(0).standard_normal((2, *spec.input_shape)).astype(np.float32)
     runners = (engine_for_format(src_fmt), engine_for_format(dst_fmt))

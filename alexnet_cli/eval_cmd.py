@@ -17,25 +17,43 @@ def add_arguments(p):
     p.add_argument("--framework", metavar="F", help=framework_help())
     p.add_argument("--ten-crop", action="store_true", help="the paper's 10 views per image, softmax averaged")
     p.add_argument("--variant", metavar="V", help="the variant the file holds, where it does not record it")
+    add_preprocessing_argument(p)
     p.add_argument("--batch", type=int, default=64, metavar="N", help="images per forward pass (default 64)")
     p.add_argument("--workers", type=int, default=2, metavar="N", help="threads decoding images (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def load_classifier(path: str, variant: str | None, framework: str | None):
-    """(spec, inference adapter) for a weights file holding a classifier (fc8 included)."""
+def add_preprocessing_argument(p) -> None:
+    p.add_argument("--preprocessing", choices=("file", "variant"), default="file",
+                   help="file (default): the input the weights expect, as the file records it (a canonical, hub, "
+                        ".weights.h5 or ONNX file, a caffemodel's deploy .prototxt), else its format's convention "
+                        "(caffemodel: BGR 0-255 minus the mean; torchvision .pth: RGB 0-1 mean/std), else the "
+                        "variant's; variant: always the variant's own")
+
+
+def load_classifier(path: str, variant: str | None, framework: str | None, preprocessing: str = "file"):
+    """(spec, inference adapter) for a weights file holding a classifier (fc8 included). The spec's
+    preprocessing is the one the file's weights expect (preprocessing="file") or the variant's ("variant");
+    a line on stderr says which."""
+    import dataclasses
     import os
 
     from alexnet_parity import weights_convert
     from alexnet_parity.training import frameworks
+    from alexnet_parity.weights_convert.preprocessing import describe
 
     framework = frameworks.check_framework(framework) if framework else frameworks.default_framework()
     if not os.path.exists(path):
         raise FileNotFoundError(f"--weights {path}: no such file")
-    spec, weights = weights_convert.load(path, variant=variant)
+    spec, weights, fmt = weights_convert.load_as(path, variant=variant)
     if not spec.include_top:
         raise ValueError(f"--weights {path} holds a feature extractor ({spec.describe()}): no classifier to evaluate")
-    return spec, frameworks.make_adapter(framework, spec, weights, lr=None)
+    model = frameworks.make_adapter(framework, spec, weights, lr=None)
+    pre, where = (spec.preprocessing, "variant") if preprocessing == "variant" else \
+        weights_convert.preprocessing_of(path, spec, fmt)
+    told = {"file": "as the file records", "format": pre.source, "variant": f"the {spec.variant} variant's own"}
+    print(f"input: {describe(pre)} ({told[where]})", file=sys.stderr)
+    return dataclasses.replace(spec, preprocessing=pre), model
 
 
 def run(args) -> int:
@@ -43,7 +61,7 @@ def run(args) -> int:
 
     if args.batch < 1 or args.workers < 1:
         raise ValueError(f"--batch and --workers must be positive, got {args.batch}, {args.workers}")
-    spec, model = load_classifier(args.weights, args.variant, args.framework)
+    spec, model = load_classifier(args.weights, args.variant, args.framework, args.preprocessing)
     source = _data.eval_source(args.data, spec.num_classes)
     if source.num_classes != spec.num_classes:
         # an image folder's labels are its sorted folder indices: they mean the model's classes only when

@@ -68,7 +68,8 @@ def run(args) -> int:
     if not args.quiet:
         print(f"[fetch] converting {path} ({entry.format}) to {out} ({fmt}) ...", file=sys.stderr, flush=True)
     spec, weights = wc.load(path, fmt=entry.format, variant=entry.variant)
-    wc.save(out, spec, weights, fmt=fmt)
+    pre, _ = wc.preprocessing_of(path, spec, entry.format)  # a caffemodel's is Caffe's, a .pth torchvision's
+    wc.save(out, spec, weights, fmt=fmt, preprocessing=pre)
     params = sum(w.size for w in weights.values())
     print(f"{out}: {fmt}, {spec.describe()}, {params:,} parameters (from {entry.name}, "
           f"{entry.digest_algorithm} verified, {path})")

@@ -1,5 +1,6 @@
-"""`alexnet predict IMAGE`: the top classes of one image, preprocessed as the variant's own pipeline does
-(short side resized, centre crop, the variant's channel order, range and mean/std). A 1000-output
+"""`alexnet predict IMAGE`: the top classes of one image, preprocessed as the weights expect (short side
+resized, centre crop, channel order, range and mean/std as the file records them, else as its format's
+convention or its variant's own pipeline: see eval_cmd.load_classifier). A 1000-output
 classifier is named with the ILSVRC-2012 class names; any other with class indices."""
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ def add_arguments(p):
     p.add_argument("--framework", metavar="F", help=framework_help())
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes to print (default 5)")
     p.add_argument("--variant", metavar="V", help="the variant the file holds, where it does not record it")
+    from .eval_cmd import add_preprocessing_argument
+    add_preprocessing_argument(p)
 
 
 def imagenet_classes() -> list[str]:
@@ -39,7 +42,7 @@ def run(args) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be positive, got {args.top}")
-    spec, model = load_classifier(args.weights, args.variant, args.framework)
+    spec, model = load_classifier(args.weights, args.variant, args.framework, args.preprocessing)
     x = preprocess(args.image, spec)
     z = np.asarray(model.logits(x), np.float64)[0]
     probs = np.exp(z - z.max())

@@ -126,6 +126,8 @@ def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = N
     """
     dtype = check_dtype(dtype)
     _check_x64(dtype)
+    from alexnet_parity.weights_convert.pretrained import resolve_weights  # weights="bvlc_alexnet": the cache
+    weights = resolve_weights(weights, spec)
     if weights is not None:
         spec.check_weights(weights)
         model = nnx.eval_shape(lambda: AlexNet(spec, rngs=nnx.Rngs(0), dtype=dtype))

@@ -97,6 +97,8 @@ def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = N
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: ONNX Runtime's CPU kernels have no {dtype} Conv; "
                          f"onnx_impl builds {' and '.join(DTYPES)}")
+    from alexnet_parity.weights_convert.pretrained import resolve_weights  # weights="bvlc_alexnet": the cache
+    weights = resolve_weights(weights, spec)
     weights = init_weights(spec, seed=seed) if weights is None else weights
     spec.check_weights(weights)
     names = [layer.name for layer in spec.layers]

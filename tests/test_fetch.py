@@ -362,3 +362,44 @@ def test_list_prints_every_entry(capsys):
     code, stdout, _ = cli(capsys, "--list")
     assert code == 0 and len(stdout.strip().splitlines()) == len(pt.CHECKPOINTS)
     assert "9116a64c0fbe4459d18f4bb6b56d647b63920377" in stdout and "56.522" in stdout
+
+
+# --- build_model(spec, weights=NAME) in every engine ----------------------------------------------------------
+
+@pytest.fixture
+def cached_bvlc(monkeypatch, checkpoints):
+    """The generated bvlc_alexnet caffemodel in the test's cache, its digest pinned: what `alexnet fetch` leaves."""
+    data, spec, weights = checkpoints["bvlc_alexnet"]
+    entry = dataclasses.replace(pt.CHECKPOINTS["bvlc_alexnet"], digest=hashlib.sha1(data).hexdigest())
+    monkeypatch.setitem(pt.CHECKPOINTS, "bvlc_alexnet", entry)
+    os.makedirs(os.path.dirname(pt.cached_path("bvlc_alexnet")))
+    with open(pt.cached_path("bvlc_alexnet"), "wb") as fh:
+        fh.write(data)
+    return as_read(spec), weights
+
+
+@pytest.mark.parametrize("engine", ["torch", "keras", "flax", "onnxruntime"])
+def test_build_model_takes_a_checkpoint_name_from_the_cache(cached_bvlc, engine):
+    from alexnet_parity.common.engines import compared
+
+    record = compared()[engine]
+    if not record.available():
+        pytest.skip(record.missing())
+    spec, weights = cached_bvlc
+    assert same(record.export_weights(record.build_model(spec, weights="bvlc_alexnet")), weights)
+
+
+def test_build_model_names_the_fetch_command_when_the_cache_lacks_it(capsys):
+    from alexnet_parity.torch_impl import build_model
+
+    with pytest.raises(pt.FetchError, match=r"not in the cache .*`alexnet fetch bvlc_alexnet`"):
+        build_model(get_spec("caffe"), weights="bvlc_alexnet")
+    with pytest.raises(ValueError, match="unknown checkpoint 'alexnet'"):
+        build_model(get_spec("caffe"), weights="alexnet")
+
+
+def test_build_model_refuses_a_checkpoint_of_another_spec(cached_bvlc):
+    from alexnet_parity.torch_impl import build_model
+
+    with pytest.raises(ValueError, match=r"holds caffe \(input 227, no top\), not caffenet"):
+        build_model(get_spec("caffenet", include_top=False), weights="bvlc_alexnet")

@@ -146,6 +146,8 @@ def export_weights(model: keras.Model) -> dict[str, np.ndarray]:
 
 def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:
     """The Keras AlexNet of `spec`: the variant's init rule drawn by Keras (seeded by `seed`), or `weights`."""
+    from alexnet_parity.weights_convert.pretrained import resolve_weights  # weights="bvlc_alexnet": the cache
+    weights = resolve_weights(weights, spec)
     if weights is not None:
         spec.check_weights(weights)
     model = AlexNet(spec.variant, **spec.overrides(), spec=spec, seed=seed, initialize=weights is None)

@@ -126,6 +126,8 @@ def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = N
     computation's type, "float32" (default), "float64", "bfloat16" or "float16"; the weights are loaded
     or drawn in float32 and then cast, so a seed draws the same model, rounded, in every dtype."""
     dtype = torch_dtype(dtype)
+    from alexnet_parity.weights_convert.pretrained import resolve_weights  # weights="bvlc_alexnet": the cache
+    weights = resolve_weights(weights, spec)
     model = AlexNet(spec, device="meta")  # no memory and no default init for what is drawn or loaded next
     model.to_empty(device="cpu")
     if weights is None:

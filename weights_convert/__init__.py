@@ -19,13 +19,14 @@ import os
 
 import numpy as np
 
-from alexnet_parity.common import VARIANTS, Spec
+from alexnet_parity.common import VARIANTS, Preprocessing, Spec
 
-from . import caffe, canonical, flax_fmt, keras_fmt, onnx_fmt, slim, torch_fmt, torchvision
+from . import caffe, canonical, flax_fmt, hub, keras_fmt, onnx_fmt, slim, torch_fmt, torchvision
 from .registry import FORMATS, Format, can_hold, get_format, guess_format, register
 
 # One line per format; the order is guess_format's tie-break (see registry).
 register(canonical.FORMAT)
+register(hub.FORMAT)
 register(torch_fmt.FORMAT)
 register(torchvision.FORMAT)
 register(keras_fmt.FORMAT)
@@ -62,17 +63,32 @@ def load(path, fmt: str | None = None, variant: str | None = None, *, input_size
     return spec, weights
 
 
-def save(path, spec: Spec, weights: dict, fmt: str | None = None, **options) -> str:
+def preprocessing_of(path, spec: Spec, fmt: str | None = None, **options) -> tuple[Preprocessing, str]:
+    """(the preprocessing the weights at `path` expect, where that comes from: "file" when the file records
+    it, "format" when it is its format's convention, "variant" when it is spec's variant's own). options as
+    for load (caffe: prototxt=PATH)."""
+    path = os.fspath(path)
+    fmt = guess_format(path, reading=True) if fmt is None else get_format(fmt).name
+    reader = get_format(fmt).preprocessing
+    found = reader(path, spec, **options) if reader is not None else None
+    return found if found is not None else (spec.preprocessing, "variant")
+
+
+def save(path, spec: Spec, weights: dict, fmt: str | None = None, *, preprocessing: Preprocessing | None = None,
+         **options) -> str:
     """Write canonical weights in a format (guessed from the path when None); returns the format.
-    options go to the format (caffe: container="layer" | "layers")."""
+    preprocessing: the input the weights expect (default: the spec's), recorded where the format can hold it.
+    options go to the format (caffe: container="layer" | "layers", deploy=True)."""
     path = os.fspath(path)
     fmt = guess_format(path, reading=False) if fmt is None else get_format(fmt).name
     if not can_hold(fmt, spec.variant):
         raise ValueError(f"{path}: the {fmt} format holds {get_format(fmt).holds} only, not {spec.variant}")
     spec.check_weights(weights, "weights to save")
     weights = {name: np.ascontiguousarray(weights[name], dtype=np.float32) for name in spec.weight_shapes()}
+    if get_format(fmt).keeps_preprocessing:
+        options["preprocessing"] = preprocessing
     get_format(fmt).save(path, spec, weights, **options)
     return fmt
 
 
-__all__ = ["load", "load_as", "save", "guess_format", "get_format", "can_hold", "register", "FORMATS", "Format"]
+__all__ = ["load", "load_as", "save", "preprocessing_of", "guess_format", "get_format", "can_hold", "register", "FORMATS", "Format"]

@@ -28,9 +28,10 @@ import numpy as np
 
 from alexnet_parity.common import LRN, VARIANTS, AdaptiveAvgPool, Conv, Dense, Dropout, MaxPool, ReLU, Spec
 
+from . import preprocessing as prep
 from . import protowire as pw
 from . import prototxt
-from ._common import atomic_output, check_regular, finish, resolve_spec, shape_str, warn
+from ._common import atomic_output, check_regular, check_replaceable, finish, resolve_spec, shape_str, warn
 from .registry import Format
 
 PARAM_LAYERS = {**{f"conv{i}": "Convolution" for i in range(1, 6)},
@@ -536,12 +537,110 @@ def net_chunks(spec: Spec, weights: dict, container: str = "layer") -> list:
     return chunks
 
 
-def save(path: str, spec: Spec, weights: dict, container: str = "layer") -> None:
+def save(path: str, spec: Spec, weights: dict, container: str = "layer", preprocessing=None,
+         deploy: bool = False) -> None:
+    """deploy=True also writes the net as text, deploy_path(path), with the preprocessing in its header (a
+    caffemodel has no field for it); each file atomically, and an existing prototxt is only ever replaced by
+    one (checked before anything is written)."""
     chunks = net_chunks(spec, weights, container)
+    text = deploy_text(spec, preprocessing or spec.preprocessing) if deploy else None
+    if deploy:
+        check_replaceable(deploy_path(path), is_prototxt, "a Caffe prototxt")
     with atomic_output(path, replaces=sniff, what="a caffemodel") as tmp:
         with open(tmp, "wb") as fh:
             for chunk in chunks:
                 fh.write(chunk)
+    if deploy:
+        with atomic_output(deploy_path(path), replaces=is_prototxt, what="a Caffe prototxt") as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+
+
+# --- the deploy .prototxt and the preprocessing it carries ----------------------------------------------
+
+PREPROCESSING_MARK = "# alexnet-parity preprocessing: "
+
+
+def deploy_path(path: str) -> str:
+    """NAME.prototxt beside NAME.caffemodel."""
+    return (path[:-len(".caffemodel")] if path.endswith(".caffemodel") else path) + ".prototxt"
+
+
+def _message(name: str, fields: dict) -> str:
+    return f"{name} {{ " + " ".join(f"{k}: {v}" for k, v in fields.items()) + " }"
+
+
+def deploy_text(spec: Spec, preprocessing) -> str:
+    """The deploy net of a spec in Caffe's text format (an Input layer, the layers net_chunks writes, then
+    Softmax), headed by comments that give the input its weights expect."""
+    s = spec.input_size
+    lines = [f"# {spec.describe()}, written by alexnet-parity; the input: {prep.describe(preprocessing)}",
+             PREPROCESSING_MARK + prep.to_json(preprocessing),
+             f'name: "AlexNet-{spec.variant}"',
+             f'layer {{ name: "data" type: "Input" top: "data" '
+             f'input_param {{ shape {{ dim: 1 dim: {spec.in_channels} dim: {s} dim: {s} }} }} }}']
+    blob = "data"
+
+    def layer(name, type_, top, param=""):
+        lines.append(f'layer {{ name: "{name}" type: "{type_}" bottom: "{blob}" top: "{top}"'
+                     + (f" {param}" if param else "") + " }")
+
+    for item in spec.layers:
+        if isinstance(item, Conv):
+            layer(item.name, "Convolution", item.name, _message("convolution_param", {
+                "num_output": item.out_channels, "kernel_size": item.kernel, "stride": item.stride,
+                "pad": item.padding[0][0], "group": item.groups}))
+            blob = item.name
+        elif isinstance(item, Dense):
+            layer(item.name, "InnerProduct", item.name, _message("inner_product_param",
+                                                                 {"num_output": item.out_features}))
+            blob = item.name
+        elif isinstance(item, ReLU):
+            layer(item.name, "ReLU", blob)
+        elif isinstance(item, Dropout):
+            layer(item.name, "Dropout", blob, _message("dropout_param", {"dropout_ratio": repr(item.rate)}))
+        elif isinstance(item, LRN):
+            layer(item.name, "LRN", item.name, _message("lrn_param", {
+                "local_size": item.size, "alpha": f"{item.scale * item.size:.9g}",
+                "beta": repr(item.beta), "k": repr(item.k)}))
+            blob = item.name
+        elif isinstance(item, MaxPool):
+            layer(item.name, "Pooling", item.name, _message("pooling_param", {
+                "pool": "MAX", "kernel_size": item.kernel, "stride": item.stride, "pad": item.padding[0][0]}))
+            blob = item.name
+        elif not isinstance(item, AdaptiveAvgPool) and item.kind != "flatten":
+            raise TypeError(f"no Caffe layer for {item.kind}")
+    if spec.include_top:
+        layer("prob", "Softmax", "prob")
+    return "\n".join(lines) + "\n"
+
+
+def is_prototxt(path: str) -> bool:
+    """A Caffe net definition: a small text file that parses and names layers or inputs."""
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) > MAX_PROTOTXT:
+            return False
+        with open(path, encoding="utf-8") as fh:
+            net = prototxt.parse(fh.read(), path)
+    except (OSError, ValueError):
+        return False
+    return any(key in ("layer", "layers", "input", "input_dim", "input_shape") for key, _ in net)
+
+
+def read_preprocessing(path: str, spec: Spec, prototxt: str | None = None, **_):
+    """What the deploy prototxt given (or NAME.prototxt beside the file) records, else Caffe's convention."""
+    text = prototxt or deploy_path(path)
+    if prototxt is not None or os.path.isfile(text):
+        if check_regular(text, what="prototxt") > MAX_PROTOTXT:
+            raise ValueError(f"{text}: over {MAX_PROTOTXT >> 20} MiB: not a Caffe net definition")
+        try:
+            with open(text, encoding="utf-8") as fh:
+                for line in fh:
+                    if line.startswith(PREPROCESSING_MARK):
+                        return prep.from_json(line[len(PREPROCESSING_MARK):], text), "file"
+        except UnicodeDecodeError:
+            raise ValueError(f"{text}: not a text file") from None
+    return prep.convention("caffe", spec, prep.CAFFE_CONVENTION), "format"
 
 
 def claims(path: str) -> bool:
@@ -562,4 +661,5 @@ def sniff(path: str) -> bool:
     return (number, wire) in {(1, pw.LEN), (2, pw.LEN), (3, pw.LEN), (4, pw.VARINT), (100, pw.LEN)}
 
 
-FORMAT = Format("caffe", load, save, claims, sniff, frameworks=(), holds="all", files=".caffemodel (+ .prototxt)")
+FORMAT = Format("caffe", load, save, claims, sniff, frameworks=(), holds="all", files=".caffemodel (+ .prototxt)",
+                preprocessing=read_preprocessing, keeps_preprocessing=True)

@@ -19,6 +19,7 @@ import numpy as np
 
 from alexnet_parity.common import Spec, canonical_shape
 
+from . import preprocessing as prep
 from ._common import atomic_output, check_regular, finish, resolve_spec, spec_of_file, starts_with
 from .registry import Format
 
@@ -245,7 +246,15 @@ def load(path: str, variant: str | None = None, input_size: int | None = None) -
     raise ValueError(f"{path}: the keras format is a .weights.h5 or a .keras file")
 
 
-def save(path: str, spec: Spec, weights: dict) -> None:
+def read_preprocessing(path: str, spec: Spec, **_):
+    """A .weights.h5's alexnet_preprocessing attribute; a .keras records none (its members are Keras's own)."""
+    if not path.endswith(".h5"):
+        return None
+    recorded = _h5_layout(path)[1].get("preprocessing")
+    return (prep.from_json(recorded, path), "file") if recorded is not None else None
+
+
+def save(path: str, spec: Spec, weights: dict, preprocessing=None) -> None:
     _quiet_keras()
     if path.endswith(".keras"):
         suffix = ".keras"
@@ -255,7 +264,7 @@ def save(path: str, spec: Spec, weights: dict) -> None:
         raise ValueError(f"{path}: Keras writes .weights.h5 (weights) or .keras (whole model) files")
     tf_impl = _framework()
     model = tf_impl.build_model(spec, weights)
-    data = _keras_bytes(model) if suffix == ".keras" else _weights_h5_bytes(model, spec)
+    data = _keras_bytes(model) if suffix == ".keras" else _weights_h5_bytes(model, spec, preprocessing)
     with atomic_output(path, suffix=suffix, replaces=sniff, what=f"a Keras {suffix} file") as tmp, \
             open(tmp, "wb") as fh:
         fh.write(data)
@@ -274,7 +283,7 @@ def _keras_bytes(model) -> bytes:
     return buf.getvalue()
 
 
-def _weights_h5_bytes(model, spec: Spec) -> bytes:
+def _weights_h5_bytes(model, spec: Spec, preprocessing=None) -> bytes:
     """model.save_weights' file (the model.weights.h5 a .keras holds is the same file), plus our attributes."""
     import io
     import zipfile
@@ -284,7 +293,8 @@ def _weights_h5_bytes(model, spec: Spec) -> bytes:
     with zipfile.ZipFile(io.BytesIO(_keras_bytes(model))) as archive:
         h5 = io.BytesIO(archive.read("model.weights.h5"))
     with h5py.File(h5, "r+") as f:
-        for key, value in {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json()}.items():
+        for key, value in {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json(),
+                           "preprocessing": prep.to_json(preprocessing or spec.preprocessing)}.items():
             f.attrs[ATTR_PREFIX + key] = str(value).lower() if isinstance(value, bool) else value
     return h5.getvalue()
 
@@ -299,4 +309,4 @@ def sniff(path: str) -> bool:
 
 
 FORMAT = Format("keras", load, save, claims, sniff, frameworks=("tensorflow", "keras"), holds="all",
-                files=".weights.h5, .keras")
+                files=".weights.h5, .keras", preprocessing=read_preprocessing, keeps_preprocessing=True)

@@ -22,6 +22,7 @@ import os
 
 from alexnet_parity.common import VARIANTS, Spec
 
+from . import preprocessing as prep
 from ._common import atomic_output, check_replaceable, finish, resolve_spec, spec_of_file, temp_name
 from .registry import Format
 
@@ -108,10 +109,23 @@ def _to_external(model, data_name: str, data_path: str) -> None:
             offset += len(raw)
 
 
-def save(path: str, spec: Spec, weights: dict, external_data: bool = False) -> None:
+def read_preprocessing(path: str, spec: Spec, **_):
+    """metadata_props["preprocessing"] of a model this project wrote; None for any other ONNX file."""
+    from alexnet_parity.onnx_impl import FORMAT_TAG
+
+    meta = {p.key: p.value for p in read_model(path).metadata_props}
+    if meta.get("format") != FORMAT_TAG or "preprocessing" not in meta:
+        return None
+    return prep.from_json(meta["preprocessing"], path), "file"
+
+
+def save(path: str, spec: Spec, weights: dict, external_data: bool = False, preprocessing=None) -> None:
     from alexnet_parity.onnx_impl import build_model
 
     model = build_model(spec, weights)
+    if preprocessing is not None:  # export records the spec's; the weights' own replaces it
+        entry = next(p for p in model.metadata_props if p.key == "preprocessing")
+        entry.value = prep.to_json(preprocessing)
     if not external_data and model.ByteSize() >= MAX_BYTES:
         raise ValueError(f"{path}: {spec.describe()} is over protobuf's 2 GB limit inline; write it with "
                          f"external data (--external-data)")
@@ -153,6 +167,7 @@ def sniff(path: str) -> bool:
     return True
 
 
-FORMAT = Format("onnx", load, save, claims, sniff, frameworks=("onnx",), holds="all", files=".onnx (+ .onnx.data)")
+FORMAT = Format("onnx", load, save, claims, sniff, frameworks=("onnx",), holds="all", files=".onnx (+ .onnx.data)",
+                preprocessing=read_preprocessing, keeps_preprocessing=True)
 
 __all__ = ["load", "save", "claims", "sniff", "read_model", "FORMAT"]

@@ -300,6 +300,37 @@ def load_pretrained(name: str, cache: str | os.PathLike | None = None, *, offlin
     return wc.load(path, fmt=entry.format, variant=entry.variant)
 
 
+def resolve_weights(weights, spec):
+    """What an engine's build_model(spec, weights=...) gets: a canonical dict or None as given, or for a str
+    the named pinned checkpoint's weights, read from the cache (never downloading: `alexnet fetch NAME` or
+    fetch(NAME) does that), which must be for `spec`."""
+    if not isinstance(weights, str):
+        return weights
+    entry = get_checkpoint(weights)
+    if not entry.fetchable:
+        raise FetchError(f"weights={weights!r}: listed for reference only, not loadable ({entry.url})")
+    if not os.path.exists(cached_path(weights)):
+        raise FetchError(f"weights={weights!r}: not in the cache {os.path.dirname(cached_path(weights))}; "
+                         f"download it first with `alexnet fetch {weights}` (or pretrained.fetch({weights!r}))")
+    found, loaded = load_pretrained(weights, offline=True, progress=False)
+    if found != spec:
+        raise ValueError(f"weights={weights!r} holds {found.describe()}, not {spec.describe()}: build it with "
+                         f"get_spec({found.variant!r})")
+    return loaded
+
+
+def origin_of(path: str, fmt: str) -> str | None:
+    """The pinned checkpoint a file is: a hub folder's record, or a file of a pinned one's name and format
+    whose digest is the pinned one (so a model card claims a source's accuracy only for its own file)."""
+    from alexnet_parity.weights_convert import hub
+
+    if fmt == "hub":
+        return hub.origin(path)
+    name = os.path.basename(os.path.normpath(path))
+    return next((c.name for c in CHECKPOINTS.values() if c.fetchable and c.file_name == name and c.format == fmt
+                 and os.path.isfile(path) and digest_matches(c, file_digest(path, c.digest_algorithm))), None)
+
+
 # framework -> (format, file name suffix) of the file `alexnet fetch --framework F` writes
 def native_files() -> dict[str, tuple[str, str]]:
     """engine name -> (its native format, the file ending written for it), from the engine registry."""
@@ -334,4 +365,4 @@ def destination(name: str, to: str | None, framework: str | None) -> tuple[str |
 
 
 __all__ = ["Checkpoint", "CHECKPOINTS", "FetchError", "fetch", "load_pretrained", "cache_dir", "cached_path",
-           "get_checkpoint", "destination", "native_files", "digest_matches", "file_digest", "HUB_HASH"]
+           "get_checkpoint", "destination", "resolve_weights", "origin_of", "native_files", "digest_matches", "file_digest", "HUB_HASH"]

@@ -29,6 +29,10 @@ class Format:
     # what it read into options so that load does not read it twice (torch -> torch or torchvision)
     pick: Callable | None = None
     exists: Callable = os.path.exists  # (path) -> bool: is there a checkpoint at path (slim: its PREFIX.index)?
+    # (path, spec, **options) -> (common.Preprocessing, "file" | "format") | None: what the file records its
+    # weights expect, else its format's convention (a caffemodel: Caffe's), else None (the variant's own applies)
+    preprocessing: Callable | None = None
+    keeps_preprocessing: bool = False  # save takes preprocessing= and records it in the file
 
 
 FORMATS: dict[str, Format] = {}

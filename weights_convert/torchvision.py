@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from alexnet_parity.common import VARIANTS, Spec
 
+from . import preprocessing as prep
 from ._common import finish, resolve_spec
 from .registry import Format
 from .torch_fmt import read_state_dict, save_state_dict, sniff
@@ -98,6 +99,12 @@ def claims(path: str) -> bool:
     return path.endswith((".pt", ".pth"))
 
 
+def read_preprocessing(path: str, spec: Spec, **_):
+    """A state_dict records nothing; torchvision's checkpoints (and the one-column re-implementations that copy
+    its layout) were trained on its RGB 0-1 mean/std input."""
+    return prep.convention("torchvision", spec, prep.TORCHVISION_CONVENTION), "format"
+
+
 # never guessed: a .pt/.pth guesses as torch, whose pick tells torchvision's keys
 FORMAT = Format("torchvision", load, save, claims, sniff, frameworks=("torch",), holds="all", files=".pt, .pth",
-                guessed=False)
+                guessed=False, preprocessing=read_preprocessing)
