@@ -50,6 +50,7 @@ class Engine:
     imports: tuple[str, ...] = ()  # top-level modules it brings in beyond `requires` (what a cold start checks)
     env: dict = field(default_factory=dict)  # environment its bench worker process needs
     oracle: bool = False  # the float64 reference every other engine is measured against
+    autodiff: bool = False  # its package has run_gradients: the gradient parity suite measures it
 
     # --- data: no import ------------------------------------------------------------------------------
     def available(self) -> bool:
@@ -80,6 +81,14 @@ class Engine:
     def run_activations(self, spec, weights: dict, x_nchw, device: str = "cpu") -> dict:
         """Every named layer's output for a NCHW float32 batch, as numpy in the canonical (NCHW) layout."""
         return self.impl().run_activations(spec, weights, x_nchw, device=device)
+
+    def run_gradients(self, spec, weights: dict, x_nchw, cotangent, device: str = "cpu",
+                      dtype: str = "float32") -> dict:
+        """{"gradients": dL/d input, every named layer's output and every weight; "activations": the forward},
+        L = sum(cotangent * output), as numpy in the canonical layout."""
+        if not self.autodiff:
+            raise ValueError(f"{self.name} has no automatic differentiation")
+        return self.impl().run_gradients(spec, weights, x_nchw, cotangent, device=device, dtype=dtype)
 
     def devices(self) -> list[str]:
         return self.impl().devices()
@@ -156,6 +165,11 @@ def get_engine(name: str, option: str = "--framework", among: dict[str, Engine] 
 def engine_for_format(fmt: str) -> Engine:
     """The engine whose native formats include `fmt` (the first registered), else the reference."""
     return next((e for e in _load().values() if fmt in e.formats), None) or reference()
+
+
+def differentiable() -> dict[str, Engine]:
+    """The engines whose gradients the parity suite measures (autodiff): all compared ones that have it."""
+    return {n: e for n, e in _load().items() if e.autodiff and not e.oracle}
 
 
 def trainable() -> dict[str, Engine]:
