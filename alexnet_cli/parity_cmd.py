@@ -46,6 +46,9 @@ def add_arguments(p):
     p.add_argument("--layers", action="store_true", help="print every layer, not only the per-variant summary")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw error per layer per framework to a PNG")
+    p.add_argument("--grad", action="store_true",
+                   help="gradient parity instead: each autodiff engine's gradients (input, every layer, every "
+                   "weight) against the float64 backward on the engine's own routing at near ties")
 
 
 def _configs(args):
@@ -205,6 +208,8 @@ def plot(results, path, tolerance):
 def run(args) -> int:
     # tf_impl compiles its LRN once per shape, which TF reports as "retracing" warnings: by design here
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if args.grad:
+        return run_grad(args)
     configs = _configs(args)
     frameworks = _dtype_frameworks(args.dtype, _frameworks(args))
     devices = _devices(args, frameworks)
@@ -243,4 +248,57 @@ def run(args) -> int:
     if args.plot:
         plot(results, args.plot, args.tolerance)
         print(f"wrote {args.plot}")
+    return 1 if bad else 0
+
+
+def run_grad(args) -> int:
+    """`alexnet parity --grad`: per config and autodiff engine, the worst gradient error against the float64
+    backward and the near-tie elements where the engine's routing was followed; a Markdown table (the one in
+    docs/parity.md), --json with every tensor's error."""
+    from alexnet_parity.common.engines import differentiable
+    from alexnet_parity.parity_tests.grad import GRAD_TOLERANCE, grad_failures, run_grad_parity
+
+    for option in ("convert", "plot"):
+        if getattr(args, option):
+            raise ValueError(f"--grad: --{option} is not supported (gradients use the canonical weights, no plot)")
+    tolerance = GRAD_TOLERANCE if args.tolerance == TOLERANCE else args.tolerance
+    configs = _configs(args)
+    frameworks = [n for n in _frameworks(args) if n in differentiable()]
+    for n in _frameworks(args):
+        if n not in differentiable() and not get_engine(n).oracle:
+            print(f"[parity] {n}: no autodiff, left out of --grad", file=sys.stderr)
+    if not frameworks:
+        raise ValueError("--grad: none of the requested engines has autodiff (" + ", ".join(differentiable()) + ")")
+    devices = _devices(args, frameworks)
+    results, started = [], time.perf_counter()
+    runs = [(c, d, f) for c in configs for d in devices for f in frameworks if d in get_engine(f).devices()]
+    for i, ((variant, overrides), device, name) in enumerate(runs, 1):
+        print(f"[parity] {i}/{len(runs)} {config_id(variant, overrides)} {name} on {device} ...", file=sys.stderr,
+              flush=True)
+        results.append(run_grad_parity(variant, overrides, engine=name, device=device, batch=args.batch))
+    rows = [["config", "device", "engine", "worst gradient error", "tensor", "rerouted / near ties",
+             "forward worst"]]
+    for r in results:
+        err, where = r.worst()
+        rows.append([r.id, r.device, r.engine, f"{err:.1e}", where,
+                     f"{sum(r.rerouted.values())} / {sum(r.near_ties.values())}", f"{max(r.forward.values()):.1e}"])
+    print(f"\nGradient parity on {', '.join(devices)}, batch {args.batch}: max|engine - float64| / max|float64| over "
+          f"the input, every layer output and every weight ({len(results)} runs, {time.perf_counter() - started:.0f} s)\n")
+    print("| " + " | ".join(rows[0]) + " |")
+    print("|" + "|".join("---" for _ in rows[0]) + "|")
+    for row in rows[1:]:
+        print("| " + " | ".join(row) + " |")
+    bad = [f"{r.id}/{r.device}: {f}" for r in results for f in grad_failures(r, tolerance)]
+    worst = max(results, key=lambda r: r.worst()[0])
+    print(f"\nlargest gradient error: {worst.worst()[0]:.2e} ({worst.id} {worst.engine} on {worst.device}, "
+          f"d/d {worst.worst()[1]}); tolerance {tolerance:g}: {'PASS' if not bad else f'FAIL ({len(bad)})'}")
+    for line in bad[:20]:
+        print(f"  {line}")
+    if args.json:
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"tolerance": tolerance, "forward_tolerance": TOLERANCE, "batch": args.batch,
+                       "frameworks": frameworks, "results": [r.to_dict() for r in results]}, fh, indent=1)
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
     return 1 if bad else 0

@@ -52,6 +52,7 @@ class Engine:
     imports: tuple[str, ...] = ()  # top-level modules it brings in beyond `requires` (what a cold start checks)
     env: dict = field(default_factory=dict)  # environment its bench worker process needs
     oracle: bool = False  # the float64 reference every other engine is measured against
+    autodiff: bool = False  # its package has run_gradients: the gradient parity suite measures it
 
     # --- data: no import ------------------------------------------------------------------------------
     def available(self) -> bool:
@@ -87,6 +88,14 @@ class Engine:
             raise ValueError(f"dtype {dtype!r}: {self.name} builds {', '.join(self.dtypes)} on CPU")
         options = {} if dtype == "float32" else {"dtype": dtype}
         return self.impl().run_activations(spec, weights, x_nchw, device=device, **options)
+
+    def run_gradients(self, spec, weights: dict, x_nchw, cotangent, device: str = "cpu",
+                      dtype: str = "float32") -> dict:
+        """{"gradients": dL/d input, every named layer's output and every weight; "activations": the forward},
+        L = sum(cotangent * output), as numpy in the canonical layout."""
+        if not self.autodiff:
+            raise ValueError(f"{self.name} has no automatic differentiation")
+        return self.impl().run_gradients(spec, weights, x_nchw, cotangent, device=device, dtype=dtype)
 
     def devices(self) -> list[str]:
         return self.impl().devices()
@@ -163,6 +172,11 @@ def get_engine(name: str, option: str = "--framework", among: dict[str, Engine] 
 def engine_for_format(fmt: str) -> Engine:
     """The engine whose native formats include `fmt` (the first registered), else the reference."""
     return next((e for e in _load().values() if fmt in e.formats), None) or reference()
+
+
+def differentiable() -> dict[str, Engine]:
+    """The engines whose gradients the parity suite measures (autodiff): all compared ones that have it."""
+    return {n: e for n, e in _load().items() if e.autodiff and not e.oracle}
 
 
 def trainable() -> dict[str, Engine]:

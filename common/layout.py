@@ -110,6 +110,18 @@ def activation_to_nchw(spec: Spec, name: str, a: np.ndarray) -> np.ndarray:
     return a
 
 
+def activation_from_nchw(spec: Spec, name: str, a: np.ndarray) -> np.ndarray:
+    """Inverse of activation_to_nchw: a canonical activation (or its gradient) of layer `name` in an NHWC
+    framework's own layout (NHWC maps, the flatten output in H,W,C order)."""
+    a = np.asarray(a)
+    if a.ndim == 4:
+        return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+    if _in_flatten_order(spec, name):
+        c, h, w = spec.layer("flatten").in_shape
+        return np.ascontiguousarray(a.reshape(a.shape[0], c, h, w).transpose(0, 2, 3, 1).reshape(a.shape[0], -1))
+    return a
+
+
 def _in_flatten_order(spec: Spec, name: str) -> bool:
     """True for the flatten output and every layer between it and the first dense (torchvision's drop6):
     their NHWC activations are still in H,W,C order."""

@@ -11,9 +11,10 @@ The names are imported on first use, so that the engine record (jax_impl.engine)
 """
 from alexnet_parity.common.engines import lazy_exports
 
-_EXPORTS = {"model": ("AlexNet", "activations", "build_model", "devices", "export_weights", "jit_forward",
+_EXPORTS = {"grad": ("run_gradients",),
+            "model": ("AlexNet", "activations", "build_model", "devices", "export_weights", "jit_forward",
                       "load_weights", "run_activations")}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["build_model", "export_weights", "load_weights", "activations", "run_activations", "devices",
-           "AlexNet", "jit_forward"]
+           "run_gradients", "AlexNet", "jit_forward"]

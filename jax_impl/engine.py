@@ -8,5 +8,5 @@ ENGINE = Engine(
     bench_paths=(BenchPath("jit", "jax.jit of the NNX module", "#31a354"),),
     runner="alexnet_parity.jax_impl.bench:FlaxRunner",
     adapter="alexnet_parity.jax_impl.adapter:FlaxAdapter",
-    train="alexnet_parity.jax_impl.train",
+    train="alexnet_parity.jax_impl.train", autodiff=True,
     imports=("jaxlib", "optax"))

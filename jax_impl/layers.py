@@ -50,17 +50,57 @@ def conv_padding(layer: Conv) -> tuple[tuple[int, int], tuple[int, int]]:
     return (0, 1), (0, 1)
 
 
-def max_pool(x, layer: MaxPool):
-    """Max over k*k strided slices of the -inf-padded input: same numbers as lax.reduce_window, ~5x
-    faster on XLA:CPU. Padding is the spec's explicit ((top, bottom), (left, right)), so Caffe's ceil
-    rounding is an extra -inf row/column and a window never sees a value that is not a real pixel."""
+def _pool_slices(x, layer: MaxPool):
+    """The -inf-padded input and the k*k strided slices, one per window position p*k+q, in that order."""
     (top, bottom), (left, right) = layer.padding
     if top or bottom or left or right:
         x = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=-jnp.inf)
     k, s = layer.kernel, layer.stride
     _, oh, ow = layer.out_shape
-    windows = (x[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s] for i in range(k) for j in range(k))
-    return functools.reduce(jnp.maximum, windows)
+    spans = [(i, j, (slice(None), slice(i, i + s * (oh - 1) + 1, s), slice(j, j + s * (ow - 1) + 1, s)))
+             for i in range(k) for j in range(k)]
+    return x, spans
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool(x, layer: MaxPool):
+    """Max over k*k strided slices of the -inf-padded input: same numbers as lax.reduce_window, ~5x
+    faster on XLA:CPU. Padding is the spec's explicit ((top, bottom), (left, right)), so Caffe's ceil
+    rounding is an extra -inf row/column and a window never sees a value that is not a real pixel.
+
+    Its gradient goes to each window's first maximum (row-major), as torch's and TensorFlow's max-pool
+    gradients send it; differentiating the jnp.maximum chain would split it between equal values
+    (1/2, 1/4, ... by the chain's order): as valid at a tie, but then the gradient of a ReLU's exact zeros
+    before the pool (every window of dead units) would differ from every other engine's."""
+    padded, spans = _pool_slices(x, layer)
+    return functools.reduce(jnp.maximum, (padded[span] for _, _, span in spans))
+
+
+def _max_pool_fwd(x, layer):
+    return max_pool(x, layer), x
+
+
+def _max_pool_bwd(layer, x, g):
+    """Each window's gradient onto its first maximum: one masked copy of g per window position, spread back by
+    lax.pad's interior padding (stride - 1 zeros between elements) and summed, which XLA fuses into one pass:
+    on XLA:CPU (paper's pool1, batch 16) 2-3x faster than .at[].add and faster than the jnp.maximum chain's own."""
+    padded, spans = _pool_slices(x, layer)
+    best, first = padded[spans[0][2]], jnp.zeros(g.shape, jnp.int32)
+    for t, (_, _, span) in enumerate(spans[1:], 1):
+        later = padded[span] > best  # strictly: an equal later value leaves the first maximum
+        best, first = jnp.where(later, padded[span], best), jnp.where(later, t, first)
+    (top, _), (left, _) = layer.padding
+    h, w, s = padded.shape[1], padded.shape[2], layer.stride
+    oh, ow = g.shape[1:3]
+    zero = jnp.zeros((), g.dtype)
+    grad = functools.reduce(operator.add, (
+        lax.pad(jnp.where(first == t, g, zero), zero,
+                [(0, 0, 0), (i, h - i - s * (oh - 1) - 1, s - 1), (j, w - j - s * (ow - 1) - 1, s - 1), (0, 0, 0)])
+        for t, (i, j, _) in enumerate(spans)))
+    return (grad[:, top:top + x.shape[1], left:left + x.shape[2]],)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def lrn(x, layer: LRN):

@@ -6,9 +6,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from alexnet_parity.common.engines import lazy_exports  # noqa: E402
 
-_EXPORTS = {"model": ("AlexNet", "activations", "build_model", "devices", "export_weights", "load_weights",
+_EXPORTS = {"grad": ("run_gradients",),
+            "model": ("AlexNet", "activations", "build_model", "devices", "export_weights", "load_weights",
                       "run_activations", "spec_of")}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = ["build_model", "export_weights", "load_weights", "activations", "run_activations", "devices",
-           "spec_of", "AlexNet"]
+           "run_gradients", "spec_of", "AlexNet"]

@@ -8,5 +8,5 @@ ENGINE = Engine(
                  BenchPath("xla", "tf.function(jit_compile=True)", "#08519c")),
     runner="alexnet_parity.tf_impl.bench:KerasRunner",
     adapter="alexnet_parity.tf_impl.adapter:KerasAdapter",
-    train="alexnet_parity.tf_impl.train",
+    train="alexnet_parity.tf_impl.train", autodiff=True,
     env={"KERAS_BACKEND": "tensorflow"})

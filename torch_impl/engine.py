@@ -9,4 +9,4 @@ ENGINE = Engine(
                  BenchPath("compile", "torch.compile (inductor)", "#a63603")),
     runner="alexnet_parity.torch_impl.bench:TorchRunner",
     adapter="alexnet_parity.torch_impl.adapter:TorchAdapter",
-    train="alexnet_parity.torch_impl.train")
+    train="alexnet_parity.torch_impl.train", autodiff=True)
