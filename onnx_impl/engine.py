@@ -4,4 +4,5 @@ from alexnet_parity.common.engines import Engine
 
 ENGINE = Engine(
     name="onnxruntime", package="alexnet_parity.onnx_impl", requires=("onnx", "onnxruntime"), extra="onnx",
-    formats=("onnx",), suffix=".onnx", layout="NCHW", color="tab:purple")
+    formats=("onnx",), suffix=".onnx", layout="NCHW", color="tab:purple",
+    threads="alexnet_parity.onnx_impl.threads:set_threads")

@@ -8,4 +8,5 @@ ENGINE = Engine(
                  BenchPath("compile", "torch.compile (inductor)", "#a63603")),
     runner="alexnet_parity.torch_impl.bench:TorchRunner",
     adapter="alexnet_parity.torch_impl.adapter:TorchAdapter",
-    train="alexnet_parity.torch_impl.train")
+    train="alexnet_parity.torch_impl.train",
+    threads="alexnet_parity.torch_impl.threads:set_threads")
