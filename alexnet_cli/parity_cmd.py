@@ -41,6 +41,10 @@ def add_arguments(p):
     p.add_argument("--layers", action="store_true", help="print every layer, not only the per-variant summary")
     p.add_argument("--json", metavar="FILE", help="write all results as JSON")
     p.add_argument("--plot", metavar="FILE", help="draw error per layer per framework to a PNG")
+    p.add_argument("--sweep", type=int, metavar="N",
+                   help="run N configs drawn from --seed (variant, input size, batch 1-8, seed, 1 or 2 threads) "
+                   "and report the distribution of the worst error per engine pair")
+    p.add_argument("--seed", type=int, default=0, help="with --sweep: the seed the configs are drawn from (default 0)")
 
 
 def _configs(args):
@@ -180,6 +184,9 @@ def plot(results, path, tolerance):
 def run(args) -> int:
     # tf_impl compiles its LRN once per shape, which TF reports as "retracing" warnings: by design here
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    if args.sweep is not None:
+        from .parity_sweep import run_sweep
+        return run_sweep(args, _frameworks(args))
     configs = _configs(args)
     frameworks = _frameworks(args)
     devices = _devices(args, frameworks)
