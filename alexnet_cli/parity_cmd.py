@@ -49,6 +49,10 @@ def add_arguments(p):
     p.add_argument("--grad", action="store_true",
                    help="gradient parity instead: each autodiff engine's gradients (input, every layer, every "
                    "weight) against the float64 backward on the engine's own routing at near ties")
+    p.add_argument("--sweep", type=int, metavar="N",
+                   help="run N configs drawn from --seed (variant, input size, batch 1-8, seed, 1 or 2 threads) "
+                   "and report the distribution of the worst error per engine pair")
+    p.add_argument("--seed", type=int, default=0, help="with --sweep: the seed the configs are drawn from (default 0)")
 
 
 def _configs(args):
@@ -210,6 +214,9 @@ def run(args) -> int:
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     if args.grad:
         return run_grad(args)
+    if args.sweep is not None:
+        from .parity_sweep import run_sweep
+        return run_sweep(args, _frameworks(args))
     configs = _configs(args)
     frameworks = _dtype_frameworks(args.dtype, _frameworks(args))
     devices = _devices(args, frameworks)

@@ -51,6 +51,7 @@ class Engine:
     train: Any = None  # the module with make_optimizer, train_step, gradients, optimizer_state, ...
     imports: tuple[str, ...] = ()  # top-level modules it brings in beyond `requires` (what a cold start checks)
     env: dict = field(default_factory=dict)  # environment its bench worker process needs
+    threads: Any = None  # "module:function" set_threads(n) -> the count it reports; call before it computes
     oracle: bool = False  # the float64 reference every other engine is measured against
     autodiff: bool = False  # its package has run_gradients: the gradient parity suite measures it
 
@@ -99,6 +100,14 @@ class Engine:
 
     def devices(self) -> list[str]:
         return self.impl().devices()
+
+    def set_threads(self, n: int):
+        """Run its CPU work on n threads, by the framework's own settings: call it in a fresh process before the
+        engine first computes (most frameworks fix their pools then). Returns the count the framework reports
+        (None where it reports none); a ValueError where the engine has no thread setting."""
+        if self.threads is None:
+            raise ValueError(f"engine {self.name} has no thread setting (its record's threads=)")
+        return _resolve(self.threads)(n)
 
     def train_module(self) -> ModuleType:
         return _resolve(self.train)

@@ -9,4 +9,5 @@ ENGINE = Engine(
     runner="alexnet_parity.jax_impl.bench:FlaxRunner",
     adapter="alexnet_parity.jax_impl.adapter:FlaxAdapter",
     train="alexnet_parity.jax_impl.train", autodiff=True,
-    imports=("jaxlib", "optax"))
+    imports=("jaxlib", "optax"),
+    threads="alexnet_parity.jax_impl.threads:set_threads")

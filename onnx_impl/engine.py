@@ -8,4 +8,5 @@ ENGINE = Engine(
     dtypes=("float32", "float16"),  # ORT CPU has no float64 or bfloat16 Conv
     bench_paths=(BenchPath("ort", "ONNX Runtime InferenceSession (default graph optimizations)", "#54278f",
                            modes=("infer",)),),  # training is onnxruntime-training's, not installed here
-    runner="alexnet_parity.onnx_impl.bench:OrtRunner")
+    runner="alexnet_parity.onnx_impl.bench:OrtRunner",
+    threads="alexnet_parity.onnx_impl.threads:set_threads")

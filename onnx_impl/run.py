@@ -10,6 +10,7 @@ from alexnet_parity.common.dtypes import check_dtype
 from .export import INPUT, build_model
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider"}
+THREADS: int | None = None  # every session's intra- and inter-op threads when set (threads.set_threads); else ORT's
 
 
 def devices() -> list[str]:
@@ -26,11 +27,17 @@ def session(model, device: str = "cpu", threads: int | None = None) -> ort.Infer
         raise RuntimeError(f"ONNX Runtime has no {PROVIDERS[device]} here (providers: "
                            f"{', '.join(ort.get_available_providers())})")
     options = ort.SessionOptions()
+    threads = threads or THREADS
     if threads:
         options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
     if not isinstance(model, (str, bytes)):
         model = model.SerializeToString()
     return ort.InferenceSession(model, options, providers=[PROVIDERS[device]])
+
+
+def session_threads(sess: ort.InferenceSession) -> int:
+    return sess.get_session_options().intra_op_num_threads
 
 
 def activations(sess: ort.InferenceSession, x_nchw: np.ndarray) -> dict[str, np.ndarray]:

@@ -9,4 +9,5 @@ ENGINE = Engine(
     runner="alexnet_parity.tf_impl.bench:KerasRunner",
     adapter="alexnet_parity.tf_impl.adapter:KerasAdapter",
     train="alexnet_parity.tf_impl.train", autodiff=True,
-    env={"KERAS_BACKEND": "tensorflow"})
+    env={"KERAS_BACKEND": "tensorflow"},
+    threads="alexnet_parity.tf_impl.threads:set_threads")

@@ -9,4 +9,5 @@ ENGINE = Engine(
                  BenchPath("compile", "torch.compile (inductor)", "#a63603")),
     runner="alexnet_parity.torch_impl.bench:TorchRunner",
     adapter="alexnet_parity.torch_impl.adapter:TorchAdapter",
-    train="alexnet_parity.torch_impl.train", autodiff=True)
+    train="alexnet_parity.torch_impl.train", autodiff=True,
+    threads="alexnet_parity.torch_impl.threads:set_threads")

@@ -1,0 +1,86 @@
+"""The parity sweep (issue 15, item 4): its drawing is reproducible and in range, every thread count really is the
+count the engines run on, and (slow) 200 drawn configs pass the forward tolerance in every engine."""
+import threading
+import time
+
+import pytest
+
+from alexnet_parity.alexnet_cli.main import main
+from alexnet_parity.common import VARIANTS, get_spec
+from alexnet_parity.common.engines import compared, get_engine
+from alexnet_parity.common.spec import smallest_input_size
+from alexnet_parity.parity_tests import sweep
+
+
+def test_draw_is_reproducible_from_its_seed_and_every_field_in_range():
+    configs = sweep.draw(60, seed=7)
+    assert configs == sweep.draw(60, seed=7)
+    assert configs[:25] == sweep.draw(25, seed=7)  # config i is the same in any longer sweep
+    assert configs != sweep.draw(60, seed=8)
+    for i, c in enumerate(configs):
+        assert c.index == i and c.variant in VARIANTS
+        assert smallest_input_size(c.variant) <= c.input_size <= VARIANTS[c.variant].input_size + 32
+        assert get_spec(c.variant, input_size=c.input_size).input_size == c.input_size
+        assert 1 <= c.batch <= 8 and 0 <= c.seed < 2**31 and c.threads in (1, 2)
+    # 60 draws reach every thread count, most variants and both ends of the batch range
+    assert {c.threads for c in configs} == {1, 2}
+    assert len({c.variant for c in configs}) >= 5 and {1, 8} <= {c.batch for c in configs}
+    assert {c.variant for c in sweep.draw(20, seed=1, variants=("caffe",))} == {"caffe"}
+
+
+def test_busy_threads_counts_the_threads_that_did_the_work():
+    def spin(seconds=0.3):
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    def two():
+        workers = [threading.Thread(target=spin) for _ in range(2)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    assert sweep.busy_threads(spin)[0] == 1
+    assert sweep.busy_threads(two)[0] == 2
+
+
+@pytest.mark.parametrize("threads", sweep.THREADS)
+def test_a_worker_runs_torch_and_the_reference_on_its_thread_count(threads):
+    """A worker sets the count in the framework (which reports it back) and no more threads than that do the
+    probe's work. torch and the reference keep this cheap (about 4 s); the slow sweep checks every engine."""
+    pytest.importorskip("torch")
+    worker = sweep._Worker(threads, ("torch",))
+    try:
+        assert worker.fatal is None, worker.fatal
+        for name in ("torch", "reference"):
+            probe = worker.engines[name]
+            assert probe["reported"] == threads, (name, probe)
+            assert 1 <= probe["busy"] <= threads and probe["cpu_s"] > 0.1, (name, probe)
+    finally:
+        worker.close()
+
+
+def test_sweep_options_that_do_not_go_together_are_one_line_errors(capsys):
+    for argv in (["--sweep", "0"], ["--sweep", "3", "--convert"], ["--sweep", "3", "--batch", "4"],
+                 ["--sweep", "3", "--device", "gpu"], ["--sweep", "3", "nonet"]):
+        assert main(["parity", *argv, "--frameworks", "reference"]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "error" in err, (argv, err)
+
+
+def installed() -> tuple[str, ...]:
+    return tuple(name for name, engine in compared().items() if engine.available())
+
+
+@pytest.mark.slow
+def test_two_hundred_drawn_configs_pass_in_every_engine():
+    frameworks = installed()
+    if not frameworks:
+        pytest.skip("no engine installed")
+    report = sweep.sweep(200, seed=0, frameworks=frameworks)
+    assert len(report.results) == 200, report.errors
+    assert set(report.threads) == set(sweep.THREADS)
+    assert all(set(p) == {*frameworks, "reference"} for p in report.threads.values())
+    assert not report.failures(), "\n".join(report.failures()[:20])
+    assert all(get_engine(name).threads for name in frameworks)
