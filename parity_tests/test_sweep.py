@@ -29,20 +29,33 @@ def test_draw_is_reproducible_from_its_seed_and_every_field_in_range():
 
 
 def test_busy_threads_counts_the_threads_that_did_the_work():
+    release = threading.Event()
+
     def spin(seconds=0.3):
         end = time.thread_time() + seconds
         while time.thread_time() < end:
             pass
 
-    def two():
-        workers = [threading.Thread(target=spin) for _ in range(2)]
+    def on_threads(k):
+        """Spin on k threads that stay alive until measured (a finished thread leaves no CPU time to read)."""
+        spun = [threading.Event() for _ in range(k)]
+        workers = [threading.Thread(target=lambda e=e: (spin(), e.set(), release.wait())) for e in spun]
         for w in workers:
             w.start()
-        for w in workers:
-            w.join()
+        for e in spun:
+            e.wait()
+        return workers
 
     assert sweep.busy_threads(spin)[0] == 1
-    assert sweep.busy_threads(two)[0] == 2
+    workers = []
+    try:
+        for k in (1, 2):
+            busy, cpu = sweep.busy_threads(lambda: workers.extend(on_threads(k)))
+            assert busy == k and cpu >= 0.25 * k
+    finally:
+        release.set()
+        for w in workers:
+            w.join()
 
 
 @pytest.mark.parametrize("threads", sweep.THREADS)
