@@ -52,8 +52,7 @@ def load_classifier(path: str, variant: str | None, framework: str | None, prepr
     pre, where = (spec.preprocessing, "variant") if preprocessing == "variant" else \
         weights_convert.preprocessing_of(path, spec, fmt)
     told = {"file": "as the file records", "format": pre.source, "variant": f"the {spec.variant} variant's own"}
-    print(f"input: {describe(pre)} ({told[where]})", file=sys.stderr)
-    return dataclasses.replace(spec, preprocessing=pre), model
+    return dataclasses.replace(spec, preprocessing=pre), model, f"input: {describe(pre)} ({told[where]})"
 
 
 def run(args) -> int:
@@ -61,7 +60,7 @@ def run(args) -> int:
 
     if args.batch < 1 or args.workers < 1:
         raise ValueError(f"--batch and --workers must be positive, got {args.batch}, {args.workers}")
-    spec, model = load_classifier(args.weights, args.variant, args.framework, args.preprocessing)
+    spec, model, told = load_classifier(args.weights, args.variant, args.framework, args.preprocessing)
     source = _data.eval_source(args.data, spec.num_classes)
     if source.num_classes != spec.num_classes:
         # an image folder's labels are its sorted folder indices: they mean the model's classes only when
@@ -70,6 +69,7 @@ def run(args) -> int:
         raise ValueError(f"--data {args.data} has {source.num_classes} classes ({names}) but --weights "
                          f"{args.weights} has {spec.num_classes} outputs: its labels cannot match the model's "
                          f"classes; evaluate on data with one class folder per output, in the model's order")
+    print(told, file=sys.stderr)  # once the input is known good: a bad one stays a one-line error
     view = "10-crop" if args.ten_crop else "centre crop"
     r = evaluate(model.logits, source, spec, args.batch, ten_crop=args.ten_crop, label=f"eval ({view})",
                  threads=args.workers)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from importlib import resources
 
+import sys
+
 import numpy as np
 
 
@@ -42,8 +44,9 @@ def run(args) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be positive, got {args.top}")
-    spec, model = load_classifier(args.weights, args.variant, args.framework, args.preprocessing)
+    spec, model, told = load_classifier(args.weights, args.variant, args.framework, args.preprocessing)
     x = preprocess(args.image, spec)
+    print(told, file=sys.stderr)  # once the image is known good: a bad one stays a one-line error
     z = np.asarray(model.logits(x), np.float64)[0]
     probs = np.exp(z - z.max())
     probs /= probs.sum()
