@@ -28,6 +28,7 @@ import time
 from alexnet_parity.alexnet_cli._malloc import keep_large_buffers
 from alexnet_parity.common import LRN, VARIANTS, get_spec, smallest_input_size
 from alexnet_parity.common.engines import benchable, engines, get_engine
+from ._json import write_json
 
 # The roof: a ROOF_N^3 float32 matmul (58 GFLOP) in each framework; the fastest framework's best of ROOF_REPEATS.
 # On the 2-core AMD EPYC this was tuned on, quiet: TF 470 GFLOP/s at 3072 and 4096 (444 at 2048), JAX 373-447,
@@ -256,11 +257,7 @@ def run(args) -> int:
     report = build_report(plan, records, load_before, os.getloadavg(), time.perf_counter() - started)
     print(render(report))
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(report, fh, indent=1)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, report)
     if args.plot and not report["results"]:
         print(f"no model ran: {args.plot} not drawn")
     elif args.plot:

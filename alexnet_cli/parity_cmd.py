@@ -4,7 +4,6 @@ weights through its own checkpoint format (canonical -> the first engine's file 
 round trip must be bit-identical."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -16,6 +15,8 @@ from alexnet_parity.common.engines import compared, engines, get_engine
 from alexnet_parity.common.dtypes import DTYPES
 from alexnet_parity.parity_tests.core import (DTYPE_TOLERANCES, TOLERANCE, config_id, configs, dtype_failures, failures,
                                               parity_weights, run_parity)
+
+from ._json import write_json
 
 
 def convert_file(name: str) -> tuple[str, str]:
@@ -246,12 +247,8 @@ def run(args) -> int:
     for line in bad[:20]:
         print(f"  {line}")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"tolerance": args.tolerance, "frameworks": list(frameworks), "convert": args.convert,
-                       "results": [r.to_dict() for r in results]}, fh, indent=1)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"tolerance": args.tolerance, "frameworks": list(frameworks), "convert": args.convert,
+                               "results": [r.to_dict() for r in results]})
     if args.plot:
         plot(results, args.plot, args.tolerance)
         print(f"wrote {args.plot}")
@@ -302,10 +299,6 @@ def run_grad(args) -> int:
     for line in bad[:20]:
         print(f"  {line}")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"tolerance": tolerance, "forward_tolerance": TOLERANCE, "batch": args.batch,
-                       "frameworks": frameworks, "results": [r.to_dict() for r in results]}, fh, indent=1)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"tolerance": tolerance, "forward_tolerance": TOLERANCE, "batch": args.batch,
+                               "frameworks": frameworks, "results": [r.to_dict() for r in results]})
     return 1 if bad else 0

@@ -2,13 +2,14 @@
 error per engine pair and against the reference, and every config that fails the tolerance, named."""
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 from alexnet_parity.common import VARIANTS
 from alexnet_parity.common.engines import engines
 from alexnet_parity.parity_tests import sweep as sweep_mod
+
+from .parity_cmd import _print_table
+from ._json import write_json
 
 # options of a plain `alexnet parity` run that a sweep draws itself or does not do
 _NOT_WITH_SWEEP = (("input_size", "--input-size"), ("num_classes", "--num-classes"), ("convert", "--convert"),
@@ -29,14 +30,6 @@ def check_args(args) -> None:
     for v in args.variants:
         if v not in VARIANTS:
             raise ValueError(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
-
-
-def _print_table(rows):
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
 
 
 def _order(who: str):
@@ -72,9 +65,5 @@ def run_sweep(args, frameworks) -> int:
     for line in bad[:20]:
         print(f"  {line}")
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"sweep": n, "seed": args.seed, **report.to_dict()}, fh, indent=1)
-        os.replace(tmp, args.json)
-        print(f"wrote {args.json}")
+        write_json(args.json, {"sweep": n, "seed": args.seed, **report.to_dict()})
     return 1 if bad else 0

@@ -2,7 +2,7 @@
 
 JAX differentiates functions, not tensors: dL/d(a layer's output) is read as the gradient with respect to a
 zero added to that output, which changes no value. So the forward here is the model's own, layer by layer
-(AlexNet.forward's ops on the module's own parameters), with that zero after each layer."""
+(AlexNet.apply_layer, as its forward runs it), with that zero after each layer."""
 from __future__ import annotations
 
 import jax
@@ -10,31 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, MaxPool, ReLU, Spec,
-                                   activation_from_nchw, activation_to_nchw, nchw_to_nhwc)
+from alexnet_parity.common import Spec, activation_from_nchw, activation_to_nchw, nchw_to_nhwc
 from alexnet_parity.common.layout import kernel_layout
 
-from .layers import adaptive_avg_pool, lrn, max_pool
 from .model import build_model
-
-
-def _layer(model, layer, x):
-    """One spec layer in eval mode, as AlexNet.forward runs it."""
-    if isinstance(layer, (Conv, Dense)):
-        return getattr(model, layer.name)(x)
-    if isinstance(layer, ReLU):
-        return jax.nn.relu(x)
-    if isinstance(layer, LRN):
-        return lrn(x, layer)
-    if isinstance(layer, MaxPool):
-        return max_pool(x, layer)
-    if isinstance(layer, AdaptiveAvgPool):
-        return adaptive_avg_pool(x, layer)
-    if isinstance(layer, Flatten):
-        return x.reshape(x.shape[0], -1)
-    if isinstance(layer, Dropout):
-        return x  # eval mode
-    raise TypeError(f"no JAX layer for kind {layer.kind!r}")
 
 
 def run_gradients(spec: Spec, weights: dict, x_nchw: np.ndarray, cotangent: np.ndarray, device: str = "cpu",
@@ -60,7 +39,7 @@ def run_gradients(spec: Spec, weights: dict, x_nchw: np.ndarray, cotangent: np.n
         zeros = {}
         probe = x
         for layer in spec.layers:  # the shapes of the zeros: the forward once, abstractly
-            probe = jax.eval_shape(lambda t, layer=layer: _layer(model, layer, t), probe)
+            probe = jax.eval_shape(lambda t, layer=layer: model.apply_layer(layer, t, deterministic=True), probe)
             zeros[layer.name] = jnp.zeros(probe.shape, probe.dtype)
 
         @jax.jit
@@ -68,7 +47,7 @@ def run_gradients(spec: Spec, weights: dict, x_nchw: np.ndarray, cotangent: np.n
             net = nnx.merge(graphdef, params)
             acts = {}
             for layer in spec.layers:
-                x = acts[layer.name] = _layer(net, layer, x) + zeros[layer.name]
+                x = acts[layer.name] = net.apply_layer(layer, x, deterministic=True) + zeros[layer.name]
             return x, acts
 
         out, vjp, acts = jax.vjp(forward, params, x, zeros, has_aux=True)

@@ -55,29 +55,32 @@ class AlexNet(nnx.Module):
             raise ValueError(f"input has shape {x.shape}; {self.spec.describe()} takes (N, {h}, {w}, {c}) NHWC")
         x = x.astype(self.dtype)
         for layer in self.spec.layers:
-            if isinstance(layer, (Conv, Dense)):
-                x = getattr(self, layer.name)(x)
-            elif isinstance(layer, Dropout):
-                dropout = getattr(self, layer.name)
-                if rngs is None and layer.rate > 0 and not (dropout.deterministic if deterministic is None
-                                                            else deterministic):
-                    raise ValueError(f"{layer.name}: the model is in train mode (as build_model returns it, like "
-                                     "every NNX module), where dropout draws from rngs: pass "
-                                     "rngs=nnx.Rngs(dropout=SEED), or call model.eval() for inference")
-                x = dropout(x, deterministic=deterministic, rngs=rngs)
-            elif isinstance(layer, ReLU):
-                x = jax.nn.relu(x)
-            elif isinstance(layer, LRN):
-                x = lrn(x, layer)
-            elif isinstance(layer, MaxPool):
-                x = max_pool(x, layer)
-            elif isinstance(layer, AdaptiveAvgPool):
-                x = adaptive_avg_pool(x, layer)
-            elif isinstance(layer, Flatten):
-                x = x.reshape(x.shape[0], -1)  # H,W,C order: fc6's kernel rows are permuted to match
-            else:
-                raise TypeError(f"no JAX layer for kind {layer.kind!r}")
+            x = self.apply_layer(layer, x, deterministic=deterministic, rngs=rngs)
             yield layer.name, x
+
+    def apply_layer(self, layer, x, *, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
+        """One spec layer on an NHWC batch, with this module's parameters (forward runs them in order)."""
+        if isinstance(layer, (Conv, Dense)):
+            return getattr(self, layer.name)(x)
+        if isinstance(layer, Dropout):
+            dropout = getattr(self, layer.name)
+            if rngs is None and layer.rate > 0 and not (dropout.deterministic if deterministic is None
+                                                        else deterministic):
+                raise ValueError(f"{layer.name}: the model is in train mode (as build_model returns it, like "
+                                 "every NNX module), where dropout draws from rngs: pass "
+                                 "rngs=nnx.Rngs(dropout=SEED), or call model.eval() for inference")
+            return dropout(x, deterministic=deterministic, rngs=rngs)
+        if isinstance(layer, ReLU):
+            return jax.nn.relu(x)
+        if isinstance(layer, LRN):
+            return lrn(x, layer)
+        if isinstance(layer, MaxPool):
+            return max_pool(x, layer)
+        if isinstance(layer, AdaptiveAvgPool):
+            return adaptive_avg_pool(x, layer)
+        if isinstance(layer, Flatten):
+            return x.reshape(x.shape[0], -1)  # H,W,C order: fc6's kernel rows are permuted to match
+        raise TypeError(f"no JAX layer for kind {layer.kind!r}")
 
     def __call__(self, x, *, deterministic: bool | None = None, rngs: nnx.Rngs | None = None):
         for _, x in self.forward(x, deterministic=deterministic, rngs=rngs):
