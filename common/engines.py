@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
+import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-# The one place engines are named: each module defines ENGINE, an Engine. The reference goes last, so that
+# The one place engines are named: each module defines ENGINE, an Engine (or ENGINES, a tuple of them). The reference goes last, so that
 # tables list the frameworks first and the oracle after them.
 ENGINE_MODULES = ("alexnet_parity.torch_impl.engine", "alexnet_parity.tf_impl.engine",
                   "alexnet_parity.jax_impl.engine", "alexnet_parity.onnx_impl.engine",
@@ -50,7 +52,7 @@ class Engine:
     adapter: Any = None  # the training adapter class: Adapter(spec, weights, lr, cfg)
     train: Any = None  # the module with make_optimizer, train_step, gradients, optimizer_state, ...
     imports: tuple[str, ...] = ()  # top-level modules it brings in beyond `requires` (what a cold start checks)
-    env: dict = field(default_factory=dict)  # environment its bench worker process needs
+    env: dict = field(default_factory=dict)  # environment its process needs (KERAS_BACKEND: see runs_here)
     threads: Any = None  # "module:function" set_threads(n) -> the count it reports; call before it computes
     oracle: bool = False  # the float64 reference every other engine is measured against
     autodiff: bool = False  # its package has run_gradients: the gradient parity suite measures it
@@ -68,9 +70,29 @@ class Engine:
     def modules(self) -> tuple[str, ...]:
         return (*self.requires, *self.imports)
 
+    def runs_here(self) -> bool:
+        """Whether this process can run it. Keras reads KERAS_BACKEND once, at import: an engine that needs
+        another backend than the one this process's Keras already runs must run in a worker process
+        (common.workers), which its numpy-in, numpy-out methods do by themselves."""
+        backend = self.env.get("KERAS_BACKEND")
+        if backend is None or "keras" not in sys.modules:
+            return True
+        return sys.modules["keras"].backend.backend() == backend
+
     # --- code: imports the framework --------------------------------------------------------------------
     def impl(self) -> ModuleType:
+        """Its package, imported here: the first engine to import Keras sets the backend it runs."""
+        if not self.runs_here():
+            raise RuntimeError(f"engine {self.name} needs Keras's {self.env['KERAS_BACKEND']} backend, but this "
+                               f"process's Keras runs {sys.modules['keras'].backend.backend()} (Keras reads "
+                               f"KERAS_BACKEND once per process): run it in a process of its own")
+        if "keras" not in sys.modules:
+            os.environ.update(self.env)
         return _resolve(self.package)
+
+    def _elsewhere(self, method: str, *args, **kwargs):
+        from . import workers
+        return workers.call(self, method, *args, **kwargs)
 
     def build_model(self, spec, weights=None, **options):
         return self.impl().build_model(spec, weights, **options)
@@ -87,6 +109,8 @@ class Engine:
         float32 is not passed the option."""
         if dtype not in self.dtypes:
             raise ValueError(f"dtype {dtype!r}: {self.name} builds {', '.join(self.dtypes)} on CPU")
+        if not self.runs_here():
+            return self._elsewhere("run_activations", spec, weights, x_nchw, device=device, dtype=dtype)
         options = {} if dtype == "float32" else {"dtype": dtype}
         return self.impl().run_activations(spec, weights, x_nchw, device=device, **options)
 
@@ -96,10 +120,12 @@ class Engine:
         L = sum(cotangent * output), as numpy in the canonical layout."""
         if not self.autodiff:
             raise ValueError(f"{self.name} has no automatic differentiation")
+        if not self.runs_here():
+            return self._elsewhere("run_gradients", spec, weights, x_nchw, cotangent, device=device, dtype=dtype)
         return self.impl().run_gradients(spec, weights, x_nchw, cotangent, device=device, dtype=dtype)
 
     def devices(self) -> list[str]:
-        return self.impl().devices()
+        return self.impl().devices() if self.runs_here() else self._elsewhere("devices")
 
     def set_threads(self, n: int):
         """Run its CPU work on n threads, by the framework's own settings: call it in a fresh process before the
@@ -107,17 +133,23 @@ class Engine:
         (None where it reports none); a ValueError where the engine has no thread setting."""
         if self.threads is None:
             raise ValueError(f"engine {self.name} has no thread setting (its record's threads=)")
+        if not self.runs_here():
+            return self._elsewhere("set_threads", n)
+        self.impl()  # claims the process's environment before the framework is imported
         return _resolve(self.threads)(n)
 
     def train_module(self) -> ModuleType:
+        self.impl()  # claims the process's environment
         return _resolve(self.train)
 
     def make_adapter(self, spec, weights: dict, lr, cfg):
+        self.impl()
         adapter = _resolve(self.adapter)(spec, weights, lr, cfg)
         adapter.framework = self.name
         return adapter
 
     def make_runner(self, device: str = "cpu", tf32: str | None = None):
+        self.impl()
         return _resolve(self.runner)(device, tf32)
 
 
@@ -139,7 +171,9 @@ def _load() -> dict[str, Engine]:
     if not _loaded:
         _loaded = True
         for module in ENGINE_MODULES:
-            register(importlib.import_module(module).ENGINE)
+            found = importlib.import_module(module)
+            for engine in getattr(found, "ENGINES", None) or (found.ENGINE,):
+                register(engine)
     return _registry
 
 

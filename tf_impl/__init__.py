@@ -1,10 +1,8 @@
-"""AlexNet as a Keras model on the TensorFlow backend (NHWC), built from a common.Spec. The names below are
-imported on first use, so that the engine record (tf_impl.engine) reads without importing TensorFlow."""
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-from alexnet_parity.common.engines import lazy_exports  # noqa: E402
+"""AlexNet as a Keras 3 model (NHWC), built from a common.Spec, on whichever backend Keras runs: TensorFlow, JAX
+or PyTorch (KERAS_BACKEND, read by Keras once per process). The registry knows it as three engines, keras,
+keras-jax and keras-torch (tf_impl.engine). The names below are imported on first use, so that the engine
+records read without importing Keras or any framework."""
+from alexnet_parity.common.engines import lazy_exports
 
 _EXPORTS = {"grad": ("run_gradients",),
             "model": ("AlexNet", "activations", "build_model", "devices", "export_weights", "load_weights",

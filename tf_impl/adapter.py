@@ -1,4 +1,4 @@
-"""tf_impl's training adapter (common.engines.Adapter): what training.loop drives."""
+"""tf_impl's training adapter, on any Keras backend (common.engines.Adapter): what training.loop drives."""
 from __future__ import annotations
 
 import keras
@@ -28,4 +28,4 @@ class KerasAdapter(Adapter):
         return self.train.train_step(self.model, self.opt, x.transpose(0, 2, 3, 1), y)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        return self.model.infer(x.transpose(0, 2, 3, 1)).numpy()
+        return keras.ops.convert_to_numpy(self.model.infer(x.transpose(0, 2, 3, 1)))

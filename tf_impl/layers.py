@@ -1,46 +1,43 @@
 """The few layers Keras lacks for AlexNet, registered so `load_model(..., safe_mode=True)` rebuilds them.
 
-Each is the canonical definition from common/, written with TensorFlow ops (this package is the
-TensorFlow backend's), and each keeps its whole definition in get_config.
+Each is the canonical definition from common/, written in keras.ops, so it runs on every Keras backend
+(TensorFlow, JAX, PyTorch) and a file saved under one loads under the others. Where a backend runs a layer
+measurably faster by its own means, the one function that does so lives in that backend's module
+(tf_impl/backends/) and this file falls back to the portable code everywhere else. Each layer keeps its
+whole definition in get_config.
 """
 from __future__ import annotations
 
-import functools
-
-import tensorflow as tf
 import keras
+from keras import ops
 
 from alexnet_parity.common import adaptive_pool_is_uniform, adaptive_pool_matrix
+
+from . import backends
 
 PACKAGE = "alexnet_parity"
 register = keras.saving.register_keras_serializable(package=PACKAGE)
 
+_HALF_PRECISIONS = ("float16", "bfloat16")
 
-def _lrn(x, size: int, k: float, beta: float, scale: float):
-    """The channel-window sum as `size` shifted slices of the padded squares. Compiled on its own (see
-    _lrn_xla) XLA fuses it all into one pass over x: on 2 CPU cores ~3x less CPU than
-    tf.nn.local_response_normalization or a (C, C) band matmul, as exact (~3e-7)."""
+
+def lrn(x, size: int, k: float, beta: float, scale: float):
+    """The channel-window sum as `size` shifted slices of the padded squares (one fused pass where the backend
+    compiles it), accumulated in float32 for 16-bit inputs: 0-255 pixels squared and summed overflow float16."""
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    wide = ops.cast(x, "float32") if dtype in _HALF_PRECISIONS else x
     half, channels = size // 2, x.shape[-1]
-    squares = tf.pad(tf.square(x), [[0, 0], [0, 0], [0, 0], [half, size - 1 - half]])
-    t = k + scale * tf.add_n([squares[..., i:i + channels] for i in range(size)])
+    squares = ops.pad(ops.square(wide), [[0, 0], [0, 0], [0, 0], [half, size - 1 - half]])
+    total = squares[..., :channels]
+    for i in range(1, size):
+        total = total + squares[..., i:i + channels]
+    t = k + scale * total
     if beta == 0.75:  # every AlexNet: t^-3/4 = rsqrt(t) * sqrt(rsqrt(t)), cheaper than exp/log
-        r = tf.math.rsqrt(t)
-        return x * r * tf.sqrt(r)
-    return x * tf.exp(-beta * tf.math.log(t))
-
-
-_lrn_xla = tf.function(_lrn, jit_compile=True)
-
-
-def _in_xla_context() -> bool:
-    """True while a jit_compile function (e.g. a Keras train step on GPU) is being traced. There the
-    nested compiled function must not be used: XLA then constant-folds the next MaxPoolGrad for
-    minutes. The enclosing XLA compile fuses the plain ops anyway."""
-    try:
-        from tensorflow.python.ops import control_flow_util
-        return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-    except (ImportError, AttributeError):  # private API gone: a nested compile is still correct
-        return False
+        r = ops.rsqrt(t)
+        y = wide * r * ops.sqrt(r)
+    else:
+        y = wide * ops.exp(-beta * ops.log(t))
+    return ops.cast(y, dtype) if dtype in _HALF_PRECISIONS else y
 
 
 @register
@@ -49,7 +46,7 @@ class LocalResponseNorm(keras.layers.Layer):
 
     `scale` multiplies the plain sum: it already holds the variant's alpha or alpha/n, so for odd sizes
     this is tf.nn.local_response_normalization(depth_radius=size//2, bias=k, alpha=scale, beta=beta),
-    computed faster (see _lrn) and for even sizes too.
+    and it is defined for even sizes too.
     """
 
     def __init__(self, size: int, k: float, beta: float, scale: float, **kwargs):
@@ -57,7 +54,7 @@ class LocalResponseNorm(keras.layers.Layer):
         self.size, self.k, self.beta, self.scale = int(size), float(k), float(beta), float(scale)
 
     def call(self, x):
-        return (_lrn if _in_xla_context() else _lrn_xla)(x, self.size, self.k, self.beta, self.scale)
+        return backends.current().lrn(lrn, x, self.size, self.k, self.beta, self.scale)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -76,7 +73,7 @@ class NegInfPadding2D(keras.layers.Layer):
         self.padding = ((int(top), int(bottom)), (int(left), int(right)))
 
     def call(self, x):
-        return tf.pad(x, [[0, 0], *self.padding, [0, 0]], constant_values=float("-inf"))
+        return ops.pad(x, [[0, 0], *self.padding, [0, 0]], constant_values=float("-inf"))
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
@@ -105,10 +102,10 @@ class AdaptiveAvgPool2D(keras.layers.Layer):
             if h == w == out:
                 return x
             window = (h // out, w // out)
-            return tf.nn.avg_pool2d(x, window, window, "VALID")
-        mh = tf.constant(adaptive_pool_matrix(h, out), dtype=x.dtype)
-        mw = tf.constant(adaptive_pool_matrix(w, out), dtype=x.dtype)
-        return tf.einsum("pw,nowc->nopc", mw, tf.einsum("oh,nhwc->nowc", mh, x))
+            return ops.average_pool(x, window, window, padding="valid", data_format="channels_last")
+        mh = ops.convert_to_tensor(adaptive_pool_matrix(h, out), dtype=x.dtype)
+        mw = ops.convert_to_tensor(adaptive_pool_matrix(w, out), dtype=x.dtype)
+        return ops.einsum("pw,nowc->nopc", mw, ops.einsum("oh,nhwc->nowc", mh, x))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.output_size, self.output_size, input_shape[-1])
@@ -117,48 +114,14 @@ class AdaptiveAvgPool2D(keras.layers.Layer):
         return {**super().get_config(), "output_size": self.output_size}
 
 
-@functools.cache
-def _native_grouped_conv() -> bool:
-    """TF's own grouped Conv2D runs everywhere oneDNN does (the x86 default). Without oneDNN, grappler
-    fuses conv + bias + relu into an Eigen kernel that refuses groups, so groups must run one by one."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):  # private API gone: the always-correct path
-        return False
-
-
-def _grouped_conv(x, kernel, strides, padding: str, dilations, groups: int):
-    """A grouped Conv2D: TF's native op where it works (~7% less CPU on the paper net than one convolution
-    per group, bit-identical), else one convolution per group; per-group gradients either way (TF has no
-    grouped Conv2DBackpropFilter on CPU without oneDNN)."""
-    strides, dilations, padding = [1, *strides, 1], [1, *dilations, 1], padding.upper()
-    options = dict(strides=strides, padding=padding, dilations=dilations)
-
-    @tf.custom_gradient
-    def conv(x, kernel):
-        def grad(dy):
-            dx, dk = [], []
-            for xg, kg, dyg in zip(*(tf.split(t, groups, -1) for t in (x, kernel, dy))):
-                dx.append(tf.raw_ops.Conv2DBackpropInput(input_sizes=tf.shape(xg), filter=kg, out_backprop=dyg,
-                                                         **options))
-                dk.append(tf.raw_ops.Conv2DBackpropFilter(input=xg, filter_sizes=tf.shape(kg), out_backprop=dyg,
-                                                          **options))
-            return tf.concat(dx, -1), tf.concat(dk, -1)
-
-        if _native_grouped_conv():
-            return tf.nn.conv2d(x, kernel, **options), grad
-        parts = zip(tf.split(x, groups, -1), tf.split(kernel, groups, -1))
-        return tf.concat([tf.nn.conv2d(xg, kg, **options) for xg, kg in parts], -1), grad
-
-    return conv(x, tf.convert_to_tensor(kernel))
-
-
 @register
 class GroupedConv2D(keras.layers.Conv2D):
-    """Keras Conv2D(groups > 1) without the XLA detour: Keras's TensorFlow backend compiles every
-    grouped convolution with XLA, ~1.6x slower on CPU than TF's own grouped convolution.
-    The kernel keeps Keras's grouped shape (kh, kw, in/groups, out)."""
+    """Keras's Conv2D(groups > 1), with the backend's own grouped convolution where it has a faster one
+    (TensorFlow: Keras compiles every grouped convolution there with XLA, ~1.6x slower on CPU than TF's own).
+    The kernel keeps Keras's grouped shape (kh, kw, in/groups, out) on every backend."""
 
     def convolution_op(self, inputs, kernel):
-        return _grouped_conv(inputs, kernel, self.strides, self.padding, self.dilation_rate, self.groups)
+        grouped = backends.current().grouped_conv
+        if grouped is None:
+            return super().convolution_op(inputs, kernel)
+        return grouped(inputs, kernel, self.strides, self.padding, self.dilation_rate, self.groups)

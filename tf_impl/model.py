@@ -1,16 +1,19 @@
-"""spec -> keras.Model (TensorFlow backend, NHWC), canonical weights in and out, every activation."""
+"""spec -> keras.Model (NHWC) on whichever backend Keras runs (TensorFlow, JAX, PyTorch): canonical weights in and
+out, every activation, in any dtype of common.dtypes by a Keras dtype policy."""
 from __future__ import annotations
 
 import weakref
 
-import numpy as np
-import tensorflow as tf
 import keras
+import numpy as np
+from keras import ops
 
 from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, MaxPool, ReLU,
                                    Spec, activation_to_nchw, from_nhwc, get_spec, init_bounds, nchw_to_nhwc,
                                    to_nhwc)
+from alexnet_parity.common.dtypes import check_dtype, output_dtype
 
+from . import backends
 from .layers import AdaptiveAvgPool2D, GroupedConv2D, LocalResponseNorm, NegInfPadding2D, register
 
 
@@ -41,8 +44,9 @@ def _layer_seeds(spec: Spec, seed: int | None) -> dict[str, int | None]:
 
 
 # --- graph --------------------------------------------------------------------------------------------
-def _graph(spec: Spec, seed: int | None, initialize: bool):
+def _graph(spec: Spec, seed: int | None, initialize: bool, dtype: str):
     seeds = _layer_seeds(spec, seed)
+    policy = dict(dtype=keras.DTypePolicy(dtype))  # every layer's variables and computation
 
     def inits(layer):
         if not initialize:  # weights are about to be assigned: skip drawing 60M random numbers
@@ -51,31 +55,31 @@ def _graph(spec: Spec, seed: int | None, initialize: bool):
         return dict(kernel_initializer=_initializer(layer.weight_init, *fans, seeds[f"{layer.name}.weight"]),
                     bias_initializer=_initializer(layer.bias_init, *fans, seeds[f"{layer.name}.bias"]))
 
-    x = inputs = keras.Input(shape=(spec.input_size, spec.input_size, spec.in_channels), name="image")
+    x = inputs = keras.Input(shape=(spec.input_size, spec.input_size, spec.in_channels), dtype=dtype, name="image")
     for layer in spec.layers:
         name = layer.name
         if isinstance(layer, Conv):
             if any(p for pair in layer.padding for p in pair):
-                x = keras.layers.ZeroPadding2D(layer.padding, name=f"{name}_pad")(x)
+                x = keras.layers.ZeroPadding2D(layer.padding, name=f"{name}_pad", **policy)(x)
             conv = GroupedConv2D if layer.groups > 1 else keras.layers.Conv2D
             x = conv(layer.out_channels, layer.kernel, strides=layer.stride, padding="valid", groups=layer.groups,
-                     name=name, **inits(layer))(x)
+                     name=name, **inits(layer), **policy)(x)
         elif isinstance(layer, MaxPool):
             if any(p for pair in layer.padding for p in pair):
-                x = NegInfPadding2D(layer.padding, name=f"{name}_pad")(x)
-            x = keras.layers.MaxPooling2D(layer.kernel, layer.stride, padding="valid", name=name)(x)
+                x = NegInfPadding2D(layer.padding, name=f"{name}_pad", **policy)(x)
+            x = keras.layers.MaxPooling2D(layer.kernel, layer.stride, padding="valid", name=name, **policy)(x)
         elif isinstance(layer, ReLU):
-            x = keras.layers.ReLU(name=name)(x)
+            x = keras.layers.ReLU(name=name, **policy)(x)
         elif isinstance(layer, LRN):
-            x = LocalResponseNorm(layer.size, layer.k, layer.beta, layer.scale, name=name)(x)
+            x = LocalResponseNorm(layer.size, layer.k, layer.beta, layer.scale, name=name, **policy)(x)
         elif isinstance(layer, AdaptiveAvgPool):
-            x = AdaptiveAvgPool2D(layer.output_size, name=name)(x)
+            x = AdaptiveAvgPool2D(layer.output_size, name=name, **policy)(x)
         elif isinstance(layer, Flatten):
-            x = keras.layers.Flatten(name=name)(x)
+            x = keras.layers.Flatten(name=name, **policy)(x)
         elif isinstance(layer, Dropout):
-            x = keras.layers.Dropout(layer.rate, name=name)(x)
+            x = keras.layers.Dropout(layer.rate, name=name, **policy)(x)
         elif isinstance(layer, Dense):
-            x = keras.layers.Dense(layer.out_features, name=name, **inits(layer))(x)
+            x = keras.layers.Dense(layer.out_features, name=name, **inits(layer), **policy)(x)
         else:
             raise TypeError(f"tf_impl has no layer for kind {layer.kind!r}")
     return inputs, x
@@ -93,31 +97,37 @@ class AlexNet(keras.Model):
 
     def __init__(self, variant: str, input_size: int | None = None, num_classes: int | None = None,
                  include_top: bool = True, *, spec: Spec | None = None, seed: int | None = None,
-                 initialize: bool = True, name: str | None = None, **kwargs):
+                 initialize: bool = True, name: str | None = None, alexnet_dtype: str = "float32", **kwargs):
         if spec is None:
             spec = get_spec(variant, input_size=input_size, num_classes=num_classes, include_top=include_top)
-        inputs, outputs = _graph(spec, seed, initialize)
+        dtype = check_dtype(alexnet_dtype)
+        inputs, outputs = _graph(spec, seed, initialize, dtype)
         super().__init__(inputs=inputs, outputs=outputs, name=name or f"alexnet_{variant.replace('-', '_')}", **kwargs)
-        self._alexnet_spec = spec
+        self._alexnet_spec, self._alexnet_dtype = spec, dtype
 
     @property
     def spec(self) -> Spec:
         return self._alexnet_spec
 
-    def infer(self, x) -> tf.Tensor:
-        """Eval-mode forward of an NHWC batch through one cached tf.function (XLA where Keras's
-        jit_compile resolves to it: on GPUs, not on CPUs): what predict() runs, without its tf.data
-        pipeline, which costs ~20% more CPU at batch 32."""
+    @property
+    def alexnet_dtype(self) -> str:
+        """The dtype of every layer's variables and computation (a Keras DTypePolicy of that name)."""
+        return self._alexnet_dtype
+
+    def infer(self, x):
+        """Eval-mode forward of an NHWC batch, compiled by the backend's own means once per model (a tf.function,
+        a jax.jit of stateless_call, torch's eager mode without autograd), as a backend tensor."""
         if getattr(self, "_infer_fn", None) is None:
-            self._infer_fn = tf.function(lambda x: self(x, training=False), jit_compile=self.jit_compile,
-                                         reduce_retracing=True)
-        return self._infer_fn(tf.convert_to_tensor(x, dtype=self.input.dtype))
+            self._infer_fn = backends.current().infer(self)
+        return self._infer_fn(x)
 
     def get_config(self):
         if self.spec != get_spec(self.spec.variant, **self.spec.overrides()):
             raise ValueError(f"this {self.spec.variant} model was built from a modified spec, which its config "
                              "cannot hold; save its weights instead")
-        return {"name": self.name, "trainable": self.trainable, "variant": self.spec.variant, **self.spec.overrides()}
+        config = {"name": self.name, "trainable": self.trainable, "variant": self.spec.variant,
+                  **self.spec.overrides()}
+        return config if self.alexnet_dtype == "float32" else {**config, "alexnet_dtype": self.alexnet_dtype}
 
 
 def spec_of(model: keras.Model) -> Spec:
@@ -141,16 +151,28 @@ def export_weights(model: keras.Model) -> dict[str, np.ndarray]:
     """The canonical weight dict: float32, bit-exact inverse of load_weights."""
     spec = spec_of(model)
     native = {layer.name: model.get_layer(layer.name) for layer in spec.param_layers}
-    return from_nhwc(spec, {name: (m.kernel.numpy(), m.bias.numpy()) for name, m in native.items()})
+    return from_nhwc(spec, {name: (_numpy(m.kernel, np.float32), _numpy(m.bias, np.float32))
+                            for name, m in native.items()})
 
 
-def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None) -> AlexNet:
-    """The Keras AlexNet of `spec`: the variant's init rule drawn by Keras (seeded by `seed`), or `weights`."""
+def _numpy(tensor, dtype) -> np.ndarray:
+    """A backend tensor or variable as numpy of `dtype` (bfloat16 and float16 convert exactly to float32)."""
+    return np.asarray(ops.convert_to_numpy(tensor)).astype(dtype)
+
+
+def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None,
+                dtype="float32") -> AlexNet:
+    """The Keras AlexNet of `spec` on the backend this process's Keras runs: the variant's init rule drawn by
+    Keras (seeded by `seed`), or `weights`. dtype: "float32" (default), "float64", "bfloat16" or "float16",
+    the Keras DTypePolicy of every layer (variables and computation; LRN sums its squares in float32)."""
     from alexnet_parity.weights_convert.pretrained import resolve_weights  # weights="bvlc_alexnet": the cache
+    dtype = check_dtype(dtype)
+    backends.current().check_dtype(dtype)
     weights = resolve_weights(weights, spec)
     if weights is not None:
         spec.check_weights(weights)
-    model = AlexNet(spec.variant, **spec.overrides(), spec=spec, seed=seed, initialize=weights is None)
+    model = AlexNet(spec.variant, **spec.overrides(), spec=spec, seed=seed, initialize=weights is None,
+                    alexnet_dtype=dtype)
     if weights is not None:
         load_weights(model, weights)
     return model
@@ -168,24 +190,27 @@ def _activation_model(model: keras.Model) -> keras.Model:
     return _activation_models[model]
 
 
-def activations(model: keras.Model, x, *, training: bool = False) -> dict[str, tf.Tensor]:
-    """Every spec layer's output for an NHWC batch, native layout (NHWC maps, H,W,C-ordered flatten)."""
-    return dict(_activation_model(model)(x, training=training))
+def activations(model: keras.Model, x, *, training: bool = False) -> dict:
+    """Every spec layer's output for an NHWC batch, native layout (NHWC maps, H,W,C-ordered flatten), in the
+    spec's order (a functional model's dict output comes back in key order on some backends)."""
+    outputs = _activation_model(model)(x, training=training)
+    return {layer.name: outputs[layer.name] for layer in spec_of(model).layers}
 
 
 def devices() -> list[str]:
-    return ["cpu"] + (["gpu"] if tf.config.list_physical_devices("GPU") else [])
+    return backends.current().devices()
 
 
-def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu") -> dict[str, np.ndarray]:
-    """Build from canonical weights on `device`, run eval mode, return float32 activations in canonical layout."""
+def run_activations(spec: Spec, weights: dict, x_nchw: np.ndarray, device: str = "cpu",
+                    dtype="float32") -> dict[str, np.ndarray]:
+    """Build from canonical weights in `dtype` on `device`, run eval mode, return the activations in canonical
+    layout (float64 for a float64 model, else float32)."""
     if device not in ("cpu", "gpu"):
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-    if device not in devices():
-        raise RuntimeError("TensorFlow sees no GPU")
-    if device == "gpu":
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-    with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
-        model = build_model(spec, weights)
-        acts = activations(model, tf.constant(nchw_to_nhwc(np.asarray(x_nchw, dtype=np.float32))))
-        return {name: activation_to_nchw(spec, name, a.numpy()).astype(np.float32) for name, a in acts.items()}
+    dtype = check_dtype(dtype)
+    backend = backends.current()
+    with backend.device_scope(device), backend.dtype_scope(dtype):
+        model = build_model(spec, weights, dtype=dtype)
+        x = ops.convert_to_tensor(nchw_to_nhwc(np.asarray(x_nchw, dtype=np.float32)), dtype=dtype)
+        acts = activations(model, x)
+        return {name: activation_to_nchw(spec, name, _numpy(a, output_dtype(dtype))) for name, a in acts.items()}

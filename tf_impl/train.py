@@ -1,5 +1,5 @@
-"""The paper's training step in Keras (TensorFlow backend): its SGD as a keras Optimizer, and one
-compiled step of softmax cross-entropy training. The rule, its multipliers and its numpy definition
+"""The paper's training step in Keras, on any backend: its SGD as a keras Optimizer, and one compiled step of
+softmax cross-entropy training (the backend's own compiler: tf.function, jax.jit; torch runs eagerly). The rule, its multipliers and its numpy definition
 live in common.optim.
 
     opt = make_optimizer(model, lr=0.01)            # also fine for model.compile(optimizer=opt, ...)
@@ -12,15 +12,15 @@ import weakref
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from alexnet_parity.common import from_nhwc, to_nhwc
 from alexnet_parity.common.optim import PaperSGD as PaperSGDConfig
 from alexnet_parity.common.optim import multipliers
 
+from . import backends
 from .layers import register
-from .model import spec_of
+from .model import _numpy, spec_of
 
 
 def canonical_name(variable) -> str:
@@ -99,17 +99,18 @@ def get_lr(optimizer: PaperSGD) -> float:
 
 def loss_fn(logits, labels):
     """Mean softmax cross-entropy over the batch."""
-    return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+    return ops.mean(ops.sparse_categorical_crossentropy(labels, logits, from_logits=True))
 
 
 def _inputs(model, x, y):
-    return tf.convert_to_tensor(x, dtype=model.input.dtype), tf.cast(tf.convert_to_tensor(y), tf.int32)
+    return (ops.convert_to_tensor(np.asarray(x), dtype=model.input.dtype),
+            ops.convert_to_tensor(np.asarray(y), dtype="int32"))
 
 
 def _canonical(model: keras.Model, values) -> dict[str, np.ndarray]:
     """Arrays shaped like model.trainable_variables, in canonical names and layout (common.layout's table)."""
     spec = spec_of(model)
-    native = {canonical_name(v): value for v, value in zip(model.trainable_variables, values)}
+    native = {canonical_name(v): _numpy(value, np.float32) for v, value in zip(model.trainable_variables, values)}
     return from_nhwc(spec, {layer.name: (native[f"{layer.name}.weight"], native[f"{layer.name}.bias"])
                             for layer in spec.param_layers})
 
@@ -117,30 +118,16 @@ def _canonical(model: keras.Model, values) -> dict[str, np.ndarray]:
 def gradients(model: keras.Model, x, y) -> dict[str, np.ndarray]:
     """d(mean softmax cross-entropy)/d(each weight) for one NHWC batch in training mode, canonical
     names and layout (OIHW kernels, fc6's rows in C,H,W order)."""
-    x, y = _inputs(model, x, y)
-    with tf.GradientTape() as tape:
-        loss = loss_fn(model(x, training=True), y)
-    grads = tape.gradient(loss, model.trainable_variables)
-    return _canonical(model, [g.numpy() for g in grads])
+    _, grads = backends.current().loss_and_gradients(model, loss_fn, *_inputs(model, x, y))
+    return _canonical(model, grads)
 
 
 def _compiled_step(model: keras.Model, optimizer: PaperSGD):
-    """One tf.function per (model, optimizer), kept on the optimizer; XLA where the model's
-    jit_compile resolves to it (as tf_impl's AlexNet.infer does)."""
+    """The backend's compiled step, one per (model, optimizer), kept on the optimizer."""
     cached = getattr(optimizer, "_alexnet_step", None)
     if cached is not None and cached[0]() is model:
         return cached[1]
-    variables = model.trainable_variables
-    h, w, c = model.input.shape[1:]
-
-    @tf.function(jit_compile=model.jit_compile, input_signature=[
-        tf.TensorSpec([None, h, w, c], model.input.dtype), tf.TensorSpec([None], tf.int32)])
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            loss = loss_fn(model(x, training=True), y)
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
-
+    step = backends.current().train_step(model, optimizer, loss_fn)
     optimizer._alexnet_step = (weakref.ref(model), step)
     return step
 
@@ -149,7 +136,7 @@ def train_step(model: keras.Model, optimizer: PaperSGD, x, y) -> float:
     """One compiled step: forward in training mode, backward, the optimizer's update. Returns the loss."""
     if not optimizer.built:
         optimizer.build(model.trainable_variables)
-    return float(_compiled_step(model, optimizer)(*_inputs(model, x, y)))
+    return float(ops.convert_to_numpy(_compiled_step(model, optimizer)(*_inputs(model, x, y))))
 
 
 def _model_of(optimizer: PaperSGD) -> keras.Model:
@@ -168,7 +155,7 @@ def _velocity(optimizer: PaperSGD, variable):
 def optimizer_state(optimizer: PaperSGD) -> dict[str, np.ndarray]:
     """Every velocity, canonical name -> float32 numpy, canonical layout."""
     model = _model_of(optimizer)
-    return _canonical(model, [_velocity(optimizer, v).numpy() for v in model.trainable_variables])
+    return _canonical(model, [_velocity(optimizer, v) for v in model.trainable_variables])
 
 
 def _native(model: keras.Model, canonical: dict) -> list[np.ndarray]:

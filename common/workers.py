@@ -1,0 +1,125 @@
+"""Worker processes for engines that cannot run in this one.
+
+Keras reads its backend once per process, at import: once this process's Keras runs TensorFlow, the keras-jax
+and keras-torch engines need a process of their own. `call(engine, method, ...)` runs one of the engine's
+numpy-in, numpy-out methods (run_activations, run_gradients, devices, set_threads) in a persistent worker
+started with the engine's environment; the worker lives until this process exits, so its framework is imported
+and warmed once, not per call.
+
+Requests and replies are pickled over the worker's stdin and stdout: both ends are this project's own code in
+processes this one started, so nothing untrusted is unpickled. The worker's own prints go to stderr.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import struct
+import subprocess
+import sys
+from typing import Any, BinaryIO
+
+# exceptions that cross the process boundary as themselves (by name); any other arrives as a RuntimeError
+_REBUILT = {e.__name__: e for e in (ValueError, TypeError, RuntimeError, KeyError, AssertionError,
+                                    NotImplementedError, FileNotFoundError)}
+
+
+def _send(stream: BinaryIO, message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(struct.pack("<Q", len(data)) + data)
+    stream.flush()
+
+
+def _receive(stream: BinaryIO) -> Any:
+    header = stream.read(8)
+    if len(header) < 8:
+        raise EOFError
+    (size,) = struct.unpack("<Q", header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)  # noqa: S301 -- our own worker's reply (see the module's docstring)
+
+
+class Worker:
+    """One worker process with `env` added to this process's environment."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = dict(env)
+        self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env={**os.environ, **self.env})
+
+    def call(self, engine: str, method: str, *args, **kwargs):
+        try:
+            _send(self.proc.stdin, (engine, method, args, kwargs))
+            status, value = _receive(self.proc.stdout)
+        except (EOFError, BrokenPipeError, OSError):
+            code = self.proc.wait()
+            raise RuntimeError(f"the worker process of engine {engine} ({_describe(self.env)}) died "
+                               f"(exit status {code}) during {method}") from None
+        if status == "ok":
+            return value
+        kind, message = value
+        raise _REBUILT.get(kind, RuntimeError)(message)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.alive():
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _describe(env: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(env.items()))
+
+
+_workers: dict[tuple, Worker] = {}
+
+
+def worker(env: dict[str, str]) -> Worker:
+    """The live worker of this environment, started on first use (and again if it died)."""
+    key = tuple(sorted(env.items()))
+    if key not in _workers or not _workers[key].alive():
+        _workers[key] = Worker(env)
+    return _workers[key]
+
+
+def call(engine, method: str, *args, **kwargs):
+    """engine.<method>(*args, **kwargs), run in the worker of the engine's environment."""
+    return worker(engine.env).call(engine.name, method, *args, **kwargs)
+
+
+@atexit.register
+def close_all() -> None:
+    for w in _workers.values():
+        w.close()
+    _workers.clear()
+
+
+def main() -> None:
+    """The worker's loop: read a request, run it through the registry, reply, until stdin closes."""
+    requests, replies = sys.stdin.buffer, os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a framework's prints must not corrupt the replies
+    from alexnet_parity.common.engines import get_engine
+    while True:
+        try:
+            name, method, args, kwargs = _receive(requests)
+        except EOFError:
+            return
+        try:
+            engine = get_engine(name, "engine")
+            if not engine.runs_here():
+                raise RuntimeError(f"engine {name} cannot run in its worker ({_describe(engine.env)})")
+            reply = ("ok", getattr(engine, method)(*args, **kwargs))
+        except Exception as err:  # noqa: BLE001 -- every failure goes back to the caller, who raises it
+            reply = ("error", (type(err).__name__, str(err) or type(err).__name__))
+        _send(replies, reply)
+
+
+if __name__ == "__main__":
+    main()

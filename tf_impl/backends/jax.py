@@ -1,0 +1,102 @@
+"""Keras on JAX: the model's state passed explicitly (stateless_call, stateless_apply) through jax.jit and
+jax.vjp, Keras's own pattern for this backend. No kernel of its own: the portable code is what runs."""
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+
+
+def devices() -> list[str]:
+    try:
+        gpu = bool(jax.devices("gpu"))
+    except RuntimeError:  # no GPU backend in this jaxlib
+        gpu = False
+    return ["cpu"] + (["gpu"] if gpu else [])
+
+
+@contextlib.contextmanager
+def device_scope(device: str):
+    if device == "gpu" and "gpu" not in devices():
+        raise RuntimeError("JAX sees no GPU")
+    with jax.default_device(jax.devices(device)[0]), jax.default_matmul_precision("highest"):
+        yield
+
+
+def check_dtype(dtype: str) -> None:
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ValueError("dtype 'float64' needs JAX's 64-bit mode: build and run the model inside "
+                         "`with jax.enable_x64(True):`, or set JAX_ENABLE_X64=1 for the whole process")
+
+
+def dtype_scope(dtype: str):
+    """float64 in JAX's 64-bit mode, a context: switched on for the whole process it would make every float32
+    user's jnp.asarray(python float) 64-bit."""
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+def _values(variables):
+    return [v.value for v in variables]
+
+
+def infer(model):
+    fn = jax.jit(lambda trainable, other, x: model.stateless_call(trainable, other, x, training=False)[0])
+    return lambda x: fn(_values(model.trainable_variables), _values(model.non_trainable_variables),
+                        jnp.asarray(x, dtype=model.input.dtype))
+
+
+def vjp(fn, primals, cotangent):
+    """One jax.jit of the forward and its pullback: one compiled program instead of a dispatch per Keras op."""
+    def run(primals, cotangent):
+        out, pullback, aux = jax.vjp(fn, *primals, has_aux=True)
+        return out, aux, pullback(cotangent.astype(out.dtype))
+    out, aux, grads = jax.jit(run)([jnp.asarray(p) for p in primals], jnp.asarray(cotangent))
+    return out, aux, list(grads)
+
+
+def _stateless_loss(model, loss_fn):
+    def loss(trainable, other, x, y):
+        logits, other = model.stateless_call(trainable, other, x, training=True)
+        return loss_fn(logits, y), other
+    return jax.value_and_grad(loss, has_aux=True)
+
+
+def _assign(variables, values):
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def loss_and_gradients(model, loss_fn, x, y):
+    (loss, other), grads = jax.jit(_stateless_loss(model, loss_fn))(
+        _values(model.trainable_variables), _values(model.non_trainable_variables), jnp.asarray(x), jnp.asarray(y))
+    _assign(model.non_trainable_variables, other)  # the dropout seeds move on, as a stateful call moves them
+    return loss, grads
+
+
+def train_step(model, optimizer, loss_fn):
+    value_and_grad = _stateless_loss(model, loss_fn)
+
+    @jax.jit
+    def step(trainable, other, opt_vars, x, y):
+        (loss, other), grads = value_and_grad(trainable, other, x, y)
+        trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
+        return loss, trainable, other, opt_vars
+
+    def run(x, y):
+        loss, trainable, other, opt_vars = step(
+            _values(model.trainable_variables), _values(model.non_trainable_variables), _values(optimizer.variables),
+            jnp.asarray(x, dtype=model.input.dtype), jnp.asarray(y, dtype=jnp.int32))
+        _assign(model.trainable_variables, trainable)
+        _assign(model.non_trainable_variables, other)
+        _assign(optimizer.variables, opt_vars)
+        return loss
+
+    return run
+
+
+def lrn(portable, x, size, k, beta, scale):
+    return portable(x, size, k, beta, scale)
+
+
+grouped_conv = None
