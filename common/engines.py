@@ -97,6 +97,13 @@ class Engine:
     def build_model(self, spec, weights=None, **options):
         return self.impl().build_model(spec, weights, **options)
 
+    def built_weights(self, spec, weights=None, **options) -> dict:
+        """export_weights(build_model(spec, weights, **options)), run where the engine runs (a worker process if
+        need be): the weights its own init draws (weights=None, seed=...), or what it keeps of given ones."""
+        if not self.runs_here():
+            return self._elsewhere("built_weights", spec, weights, **options)
+        return self.export_weights(self.build_model(spec, weights, **options))
+
     def export_weights(self, model) -> dict:
         return self.impl().export_weights(model)
 

@@ -12,6 +12,7 @@ processes this one started, so nothing untrusted is unpickled. The worker's own 
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 import pickle
 import struct
@@ -94,6 +95,12 @@ def call(engine, method: str, *args, **kwargs):
     return worker(engine.env).call(engine.name, method, *args, **kwargs)
 
 
+def run(env: dict[str, str], function: str, *args, **kwargs):
+    """function(*args, **kwargs), "module:function" imported in the worker of `env` (a test's job that needs
+    live models of another Keras backend: save a file there, load one, take a training step)."""
+    return worker(env).call("", function, *args, **kwargs)
+
+
 @atexit.register
 def close_all() -> None:
     for w in _workers.values():
@@ -112,10 +119,14 @@ def main() -> None:
         except EOFError:
             return
         try:
-            engine = get_engine(name, "engine")
-            if not engine.runs_here():
-                raise RuntimeError(f"engine {name} cannot run in its worker ({_describe(engine.env)})")
-            reply = ("ok", getattr(engine, method)(*args, **kwargs))
+            if ":" in method:
+                module, _, function = method.partition(":")
+                reply = ("ok", getattr(importlib.import_module(module), function)(*args, **kwargs))
+            else:
+                engine = get_engine(name, "engine")
+                if not engine.runs_here():
+                    raise RuntimeError(f"engine {name} cannot run in its worker ({_describe(engine.env)})")
+                reply = ("ok", getattr(engine, method)(*args, **kwargs))
         except Exception as err:  # noqa: BLE001 -- every failure goes back to the caller, who raises it
             reply = ("error", (type(err).__name__, str(err) or type(err).__name__))
         _send(replies, reply)

@@ -65,11 +65,11 @@ def test_an_unknown_dtype_is_a_one_line_error_naming_the_option(framework):
     if not engine.available():
         pytest.skip(f"{framework} is not installed")
     with pytest.raises(ValueError, match=r"^dtype 'int8' is not one of float32, float64, bfloat16, float16$"):
-        engine.build_model(get_spec("torchvision"), dtype="int8")
+        engine.built_weights(get_spec("torchvision"), dtype="int8")
     refused = [d for d in DTYPES if d not in engine.dtypes]
     for dtype in refused:  # what the record leaves out, build_model refuses in one line naming the dtype
         with pytest.raises(ValueError, match=f"^dtype '{dtype}': .*") as caught:
-            engine.build_model(get_spec("torchvision"), dtype=dtype)
+            engine.built_weights(get_spec("torchvision"), dtype=dtype)
         assert "\n" not in str(caught.value)
         with pytest.raises(ValueError, match=f"^dtype '{dtype}': {framework} builds "):
             engine.run_activations(get_spec("torchvision"), {}, np.zeros((1, 3, 224, 224), np.float32), dtype=dtype)

@@ -19,7 +19,7 @@ def test_native_init_follows_the_rule(framework, variant):
     if not engine.available():
         pytest.skip(f"{framework} is not installed")
     spec = init_spec(variant)
-    weights = engine.export_weights(engine.build_model(spec, seed=0))
+    weights = engine.built_weights(spec, seed=0)
     assert {k: v.shape for k, v in weights.items()} == spec.weight_shapes()
     assert not spec_init_problems(spec, weights)
 

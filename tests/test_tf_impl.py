@@ -157,7 +157,7 @@ def test_grouped_conv_and_lrn_gradients_match_plain_tensorflow():
 def test_lrn_leaves_compiling_to_an_enclosing_xla_function():
     """Inside jit_compile (Keras's train step on GPU) LRN must be plain ops: a nested compiled function
     there makes XLA constant-fold the following MaxPoolGrad for minutes."""
-    from alexnet_parity.tf_impl.layers import _in_xla_context
+    from alexnet_parity.tf_impl.backends.tensorflow import _in_xla_context
     norm, seen = LocalResponseNorm(5, 2.0, 0.75, 1e-3), []
 
     def step(x):

@@ -43,14 +43,20 @@ def _installed(engine):
     return Engine(engine)
 
 
-@pytest.fixture(scope="module", params=list(trainable()))
+def in_this_process() -> dict:
+    """The trainable engines this test process runs: its Keras runs TensorFlow (Keras reads its backend once per
+    process), so keras-jax and keras-torch take their steps in their own processes, in test_keras_backends."""
+    return {name: e for name, e in trainable().items() if e.env.get("KERAS_BACKEND", "tensorflow") == "tensorflow"}
+
+
+@pytest.fixture(scope="module", params=list(in_this_process()))
 def fw(request):
     return _installed(trainable()[request.param])
 
 
 @pytest.fixture(scope="module")
 def all_fws():
-    return [_installed(engine) for engine in trainable().values()]
+    return [_installed(engine) for engine in in_this_process().values()]
 
 
 # --- data -----------------------------------------------------------------------------------------------
@@ -350,25 +356,30 @@ def _imports(path) -> set[str]:
 
 
 def _packages():
-    """(engine, its package's folder) for every engine whose code is a package of this project."""
+    """(the engines whose code is one package of this project, its folder), once per package: tf_impl is the
+    package of all three Keras engines."""
     import importlib.util
     import pathlib
+    shared = {}
     for engine in engines().values():
         if isinstance(engine.package, str) and engine.package.startswith("alexnet_parity.") and not engine.oracle:
-            spec = importlib.util.find_spec(engine.package)  # the package's __init__ imports no framework
-            yield engine, pathlib.Path(spec.origin).parent
+            shared.setdefault(engine.package, []).append(engine)
+    for package, sharing in shared.items():
+        spec = importlib.util.find_spec(package)  # the package's __init__ imports no framework
+        yield tuple(sharing), pathlib.Path(spec.origin).parent
 
 
-@pytest.mark.parametrize("engine,folder", list(_packages()), ids=lambda v: getattr(v, "name", ""))
-def test_engine_packages_import_only_their_framework_and_point_down(engine, folder):
-    """Every module of an engine's package imports its own framework, common and its own package: never
-    another engine's framework or package, and never what sits above the engines (training, the CLI, the
-    parity harness). distributed.py is the one exception left: its command line reuses training.smoke."""
-    own = set(engine.modules)
+@pytest.mark.parametrize("sharing,folder", list(_packages()), ids=lambda v: getattr(v, "name", ""))
+def test_engine_packages_import_only_their_framework_and_point_down(sharing, folder):
+    """Every module of an engine's package imports its own frameworks (for tf_impl: Keras and each of its
+    backends), common and its own package: never another engine's framework or package, and never what sits
+    above the engines (training, the CLI, the parity harness). distributed.py is the one exception left: its
+    command line reuses training.smoke."""
+    own = {m for engine in sharing for m in engine.modules}
     others = {m for e in engines().values() for m in e.modules} - own
     packages = {p.name for _, p in _packages()} - {folder.name}
     above = {"training", "alexnet_cli", "parity_tests"}
-    for path in sorted(folder.glob("*.py")):
+    for path in sorted(folder.rglob("*.py")):
         imported = _imports(path)
         assert not imported & others, f"{path} imports {imported & others}"
         assert not imported & packages, f"{path} imports {imported & packages}"
