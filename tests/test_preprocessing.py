@@ -332,3 +332,25 @@ def test_a_hostile_mean_image_record_is_one_line_naming_the_file(bad, field):
         prep.from_dict(record, "x.safetensors")
     assert "x.safetensors" in str(err.value) and field in str(err.value) and "\n" not in str(err.value)
 
+
+def test_a_keras_file_carries_the_preprocessing_and_loads_in_safe_mode(made, tmp_path):
+    pytest.importorskip("tensorflow")
+    keras = pytest.importorskip("keras")
+    folder, _ = made
+    dst = tmp_path / "net.keras"
+    code, _, err = run("convert", folder / "net.caffemodel", dst)
+    assert code == 0, err
+    assert wc.preprocessing_of(dst, SPEC) == (prep.convention("caffe", SPEC, prep.CAFFE_CONVENTION), "file")
+    via_caffe, caffe_err = predict(made, folder / "net.caffemodel")
+    via_keras, keras_err = predict(made, dst)
+    assert via_keras == via_caffe
+    line = next(x for x in caffe_err.splitlines() if x.startswith("input: "))
+    assert line.split(" (")[0] in keras_err and "as the file records" in keras_err, keras_err
+    model = keras.saving.load_model(str(dst), compile=False, safe_mode=True)
+    assert model.count_params() == SPEC.param_count()
+
+    mean = varying_mean(seed=3)  # a recorded mean image travels through a .keras too
+    binaryproto(tmp_path / "mean.binaryproto", mean)
+    code, _, err = run("convert", folder / "net.caffemodel", dst, "--mean-image", tmp_path / "mean.binaryproto")
+    assert code == 0, err
+    assert wc.preprocessing_of(dst, SPEC)[0].mean_image == prep.mean_image_of(mean)
