@@ -1,6 +1,7 @@
 """`alexnet predict IMAGE`: the top classes of one image, preprocessed as the weights expect (short side
 resized, centre crop, channel order, range and mean/std as the file records them, else as its format's
-convention or its variant's own pipeline: see eval_cmd.load_classifier). A 1000-output
+convention or its variant's own pipeline: see eval_cmd.load_classifier; --mean-image FILE subtracts a mean image
+the Caffe way instead of the per-channel mean). A 1000-output
 classifier is named with the ILSVRC-2012 class names; any other with class indices."""
 from __future__ import annotations
 

@@ -144,13 +144,16 @@ def test_every_format_with_metadata_records_what_it_was_given(tmp_path):
     spec = get_spec("caffe", include_top=False)  # 3.7 M parameters
     weights = lively(spec, seed=0)
     pre = prep.convention("torchvision", spec, "test: RGB on a caffe net")
+    with_image = prep.with_mean_image(prep.convention("caffe", spec, "test: a mean image"),
+                                      np.full((3, 256, 256), 117.0, np.float32), "flat.npy")
     formats = [("canonical", "x.safetensors"), ("hub", "x-hub"), ("caffe", "x.caffemodel")]
-    formats += [(f, n) for f, n in (("onnx", "x.onnx"), ("keras", "x.weights.h5"))
+    formats += [(f, n) for f, n in (("onnx", "x.onnx"), ("keras", "x.weights.h5"), ("keras", "x.keras"))
                 if all(__import__("importlib").util.find_spec(m) for m in wc.get_format(f).frameworks)]
     for fmt, name in formats:
         options = {"deploy": True} if fmt == "caffe" else {}
-        wc.save(tmp_path / name, spec, weights, fmt=fmt, preprocessing=pre, **options)
-        assert wc.preprocessing_of(tmp_path / name, spec, fmt) == (pre, "file"), fmt
+        for recorded in (pre, with_image):
+            wc.save(tmp_path / name, spec, weights, fmt=fmt, preprocessing=recorded, **options)
+            assert wc.preprocessing_of(tmp_path / name, spec, fmt) == (recorded, "file"), fmt
     # a format with no metadata: the variant's own
     wc.save(tmp_path / "x.pt", spec, weights, fmt="torch")
     assert wc.preprocessing_of(tmp_path / "x.pt", spec) == (VARIANTS["caffe"].preprocessing, "variant")
