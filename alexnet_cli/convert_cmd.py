@@ -43,6 +43,9 @@ def add_arguments(p):
                    "does not record it and fc6 fits several")
     p.add_argument("--prototxt", metavar="FILE", help="caffe: the net definition (deploy or train_val) that goes "
                    "with SRC; gives or confirms the variant")
+    p.add_argument("--mean-image", metavar="FILE", help="record in DST that its weights expect this mean image "
+                   "subtracted (a Caffe .binaryproto or a .npy: its shape and sha256, not its values), as BVLC's "
+                   "were trained minus ilsvrc_2012_mean.binaryproto; predict and eval then need it")
     p.add_argument("--caffe-container", choices=("layer", "layers"), default="layer",
                    help="caffe output: current 'layer' messages (default) or V1 'layers', as bvlc_alexnet.caffemodel")
     p.add_argument("--external-data", action="store_true",
@@ -97,6 +100,9 @@ def run(args) -> int:
     spec, weights, src_fmt = wc.load_as(args.src, args.src_format, args.variant, input_size=args.input_size,
                                         **options)
     pre, where = wc.preprocessing_of(args.src, spec, src_fmt, **options)
+    if args.mean_image:
+        from .eval_cmd import read_mean_image_for
+        pre = read_mean_image_for(spec, pre, args.mean_image)[0]
     params = sum(w.size for w in weights.values())
     say(f"read {len(weights)} tensors, {params:,} parameters: {spec.describe()} ({time.perf_counter() - t0:.1f} s)")
 

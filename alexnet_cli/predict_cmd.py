@@ -1,6 +1,7 @@
 """`alexnet predict IMAGE`: the top classes of one image, preprocessed as the weights expect (short side
 resized, centre crop, channel order, range and mean/std as the file records them, else as its format's
-convention or its variant's own pipeline: see eval_cmd.load_classifier). A 1000-output
+convention or its variant's own pipeline: see eval_cmd.load_classifier; --mean-image FILE subtracts a mean image
+the Caffe way instead of the per-channel mean). A 1000-output
 classifier is named with the ILSVRC-2012 class names; any other with class indices."""
 from __future__ import annotations
 
@@ -29,14 +30,22 @@ def imagenet_classes() -> list[str]:
     return text.splitlines()
 
 
-def preprocess(path: str, spec) -> np.ndarray:
+def preprocess(path: str, spec, mean_image=None) -> np.ndarray:
     """float32 (1, 3, S, S): short side to the variant's resize (256 scaled by input_size / crop), centre
-    S x S crop (torchvision's Resize + CenterCrop), then the variant's channel order and normalisation."""
+    S x S crop (torchvision's Resize + CenterCrop), then the variant's channel order and normalisation.
+    mean_image (3, M, M): subtracted from the resized image's central M x M square before the crop, cut at the
+    crop's offset (Caffe's DataTransformer; for a square image, exactly its resize to M x M), not the mean."""
     from alexnet_parity.training import augment
     from alexnet_parity.training.sources import decode_image
 
-    view = augment.resized_center(decode_image(path), augment.base_size(spec), spec.input_size)
-    return augment.to_batch(view[None], spec.preprocessing)
+    image, base, size = decode_image(path), augment.base_size(spec), spec.input_size
+    view = augment.resized_center(image, base, size)
+    patches = None
+    if mean_image is not None:
+        h, w = augment.resized_shape(image.shape, base)
+        top, left = augment.center_offset(h, size), augment.center_offset(w, size)
+        patches = augment.mean_patch(mean_image, (h, w), top, left, size)[None]
+    return augment.to_batch(view[None], spec.preprocessing, mean_patches=patches)
 
 
 def run(args) -> int:
@@ -44,8 +53,9 @@ def run(args) -> int:
 
     if args.top < 1:
         raise ValueError(f"--top must be positive, got {args.top}")
-    spec, model, told = load_classifier(args.weights, args.variant, args.framework, args.preprocessing)
-    x = preprocess(args.image, spec)
+    spec, model, told, mean_image = load_classifier(args.weights, args.variant, args.framework, args.preprocessing,
+                                                    args.mean_image)
+    x = preprocess(args.image, spec, mean_image)
     print(told, file=sys.stderr)  # once the image is known good: a bad one stays a one-line error
     z = np.asarray(model.logits(x), np.float64)[0]
     probs = np.exp(z - z.max())

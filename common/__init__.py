@@ -9,9 +9,9 @@ from .reference import reference_forward
 from .backward import (NEAR_TIE_RTOL, Gradients, NearTies, Routing, find_near_ties, gradient_errors, layer_at_fault,
                        output_cotangent, reference_backward, routing_from_activations)
 from .spec import Spec, get_spec, input_sizes_for, smallest_input_size
-from .variants import VARIANTS, Case, Preprocessing, Variant
+from .variants import VARIANTS, Case, MeanImage, Preprocessing, Variant
 
-__all__ = ["VARIANTS", "Variant", "Case", "Preprocessing", "Spec", "get_spec", "smallest_input_size", "input_sizes_for", "init_weights",
+__all__ = ["VARIANTS", "Variant", "Case", "Preprocessing", "MeanImage", "Spec", "get_spec", "smallest_input_size", "input_sizes_for", "init_weights",
            "init_bounds", "truncated_normal_std", "reference_forward", "Init", "Layer", "Conv", "ReLU", "LRN",
            "MaxPool", "AdaptiveAvgPool", "Flatten", "Dropout", "Dense", "resolve_1d", "adaptive_bins",
            "adaptive_pool_matrix", "adaptive_pool_is_uniform", "fc_rows_chw_to_hwc", "fc_rows_hwc_to_chw",

@@ -131,11 +131,20 @@ class Spec:
             d.update(dataclasses.asdict(layer))
             return d
         return {"variant": self.variant, **self.overrides(), "in_channels": self.in_channels,
-                "preprocessing": dataclasses.asdict(self.preprocessing),
+                "preprocessing": _preprocessing_dict(self.preprocessing),
                 "layers": [layer_dict(layer) for layer in self.layers]}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _preprocessing_dict(pre: Preprocessing) -> dict:
+    """A spec's preprocessing as plain JSON types; without mean_image when it has none (every variant's), so
+    the files written before it existed record the same spec."""
+    d = dataclasses.asdict(pre)
+    if d["mean_image"] is None:
+        del d["mean_image"]
+    return d
 
 
 def _resolve_layer(layer: Layer, shape: tuple[int, ...]) -> Layer:

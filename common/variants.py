@@ -8,6 +8,14 @@ from .layers import (AdaptiveAvgPool, Conv, Dense, Dropout, Flatten, Init, Layer
 
 
 @dataclass(frozen=True)
+class MeanImage:
+    """A mean image the weights were trained minus (Caffe's ilsvrc_2012_mean.binaryproto: 3x256x256, BGR,
+    0-255), named exactly: its shape (C, H, W) and the SHA-256 of its values as float32 little-endian, C order."""
+    shape: tuple[int, int, int]
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Preprocessing:
     color_order: str  # RGB | BGR
     pixel_range: float  # 1.0: pixels in [0, 1]; 255.0: pixels in [0, 255]
@@ -16,6 +24,9 @@ class Preprocessing:
     resize: int  # short side before the crop
     crop: int
     source: str
+    # set: subtract this image (in color_order and pixel_range units, cropped at the crop's offset) instead of
+    # `mean`, which is then its per-channel mean, the approximation; None (every variant's): subtract `mean`
+    mean_image: MeanImage | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ layer can be made a graph output for per-layer parity.
 from __future__ import annotations
 
 import json
-import dataclasses
 
 import numpy as np
 import onnx
@@ -82,7 +81,7 @@ def _value_info(name: str, shape, dtype=np.float32):
 def metadata(spec: Spec) -> dict[str, str]:
     return {"format": FORMAT_TAG, "variant": spec.variant, "input_size": str(spec.input_size),
             "num_classes": str(spec.num_classes), "include_top": str(spec.include_top).lower(),
-            "spec": spec.to_json(), "preprocessing": json.dumps(dataclasses.asdict(spec.preprocessing))}
+            "spec": spec.to_json(), "preprocessing": json.dumps(spec.to_dict()["preprocessing"])}
 
 
 def build_model(spec: Spec, weights: dict | None = None, *, seed: int | None = None, outputs=None,

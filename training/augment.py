@@ -138,17 +138,47 @@ def _affine(pre: Preprocessing) -> tuple[np.ndarray, np.ndarray, list[int]]:
     return pre.pixel_range / 255.0 / std, -np.asarray(pre.mean, np.float64) / std, order
 
 
-def to_batch(views: np.ndarray, pre: Preprocessing, offsets: np.ndarray | None = None) -> np.ndarray:
+def to_batch(views: np.ndarray, pre: Preprocessing, offsets: np.ndarray | None = None,
+             mean_patches: np.ndarray | None = None) -> np.ndarray:
     """uint8 (N, H, W, 3) RGB views -> float32 (N, 3, H, W): pixels to the variant's range, plus the RGB
-    lighting offsets (N, 3) in that range, channels in the variant's order, minus mean, over std."""
+    lighting offsets (N, 3) in that range, channels in the variant's order, minus mean, over std.
+    mean_patches (N, 3, H, W), in the variant's order and range (mean_patch's): subtracted instead of mean."""
     scale, shift, order = _affine(pre)
     x = views.transpose(0, 3, 1, 2)[:, order].astype(np.float32)  # one copy into NCHW, variant order
     shift = np.broadcast_to(shift, (len(views), 3)).copy()
+    std = np.asarray(pre.std, np.float64)
+    if mean_patches is not None:
+        shift += np.asarray(pre.mean, np.float64) / std  # the image's mean replaces the per-channel one
     if offsets is not None:
-        shift += offsets[:, order] / np.asarray(pre.std)
+        shift += offsets[:, order] / std
     x *= scale.astype(np.float32)[None, :, None, None]
     x += shift.astype(np.float32)[:, :, None, None]
+    if mean_patches is not None:
+        x -= (np.asarray(mean_patches, np.float64) / std[None, :, None, None]).astype(np.float32)
     return x
+
+
+def mean_patch(mean_image: np.ndarray, frame: tuple[int, int], top: int, left: int, size: int,
+               flip: bool = False) -> np.ndarray:
+    """The (3, size, size) patch of a mean image (3, M, N) under the view at (top, left) of a frame (h, w): Caffe's
+    DataTransformer subtracts the mean image from the 256x256 image and then crops both at the same offset
+    (mirroring after the subtraction). The mean image covers the frame's central M x N region: all of a base
+    image (Batches), the centre of a short-side-resized one (predict; all of it when the image is square)."""
+    m, n = mean_image.shape[1:]
+    h, w = frame
+    if h < m or w < n:
+        raise ValueError(f"the mean image is {m}x{n}, larger than the {h}x{w} image it is subtracted from")
+    top, left = top - center_offset(h, m), left - center_offset(w, n)
+    if not (0 <= top <= m - size and 0 <= left <= n - size):
+        raise ValueError(f"a {size}x{size} view at ({top}, {left}) of the {m}x{n} mean image is outside it")
+    patch = mean_image[:, top:top + size, left:left + size]
+    return patch[:, :, ::-1] if flip else patch
+
+
+def resized_shape(shape: tuple[int, int], short: int) -> tuple[int, int]:
+    """(h, w) of an image of `shape` after resize_short(image, short)."""
+    h, w = shape[:2]
+    return (h, w) if min(h, w) == short else _short_side(h, w, short)
 
 
 def to_pixels(x: np.ndarray, pre: Preprocessing) -> np.ndarray:

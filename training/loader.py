@@ -24,11 +24,13 @@ class Batches:
     corners, the centre and their mirrors (average their predictions with augment.average_softmax).
     Small images (CIFAR's 32x32) are scaled up bilinearly to the base size before cropping, like any other.
     `resize` overrides the base size; `threads` decodes a batch's images in parallel (Pillow releases the GIL).
+    mean_image (3, base, base), in the variant's channel order and range: subtracted from each base image
+    before its views are cut (the patch under each view, augment.mean_patch) instead of the per-channel mean.
     """
 
     def __init__(self, source: Source, spec: Spec, batch_size: int, train: bool, seed: int = 0, epoch: int = 0,
                  *, ten_crop: bool = False, drop_last: bool = False, lighting_std: float = augment.LIGHTING_STD,
-                 flip: bool = True, resize: int | None = None, threads: int = 0):
+                 flip: bool = True, resize: int | None = None, threads: int = 0, mean_image=None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if ten_crop and train:
@@ -44,6 +46,10 @@ class Batches:
         self.base = augment.base_size(spec) if resize is None else int(resize)
         if self.base < spec.input_size:
             raise ValueError(f"resize {self.base} is smaller than the input size {spec.input_size}")
+        if mean_image is not None and tuple(mean_image.shape) != (3, self.base, self.base):
+            raise ValueError(f"the mean image is {'x'.join(map(str, mean_image.shape))}, but the views are cut "
+                             f"from {self.base}x{self.base} base images: it must be 3x{self.base}x{self.base}")
+        self.mean_image = mean_image
         n = len(source)
         self.order = (np.random.default_rng([self.seed, self.epoch, 0]).permutation(n) if train
                       else np.arange(n))
@@ -79,13 +85,23 @@ class Batches:
         if self.train:
             d = self.draws(i)
             views = np.stack([augment.view(b, t, l, size, f) for b, t, l, f in zip(bases, d.top, d.left, d.flip)])
-            return augment.to_batch(views, pre, augment.lighting_offset(d.alpha, pre.pixel_range)), y
+            return augment.to_batch(views, pre, augment.lighting_offset(d.alpha, pre.pixel_range),
+                                    self._mean_patches(zip(d.top, d.left, d.flip))), y
         if self.ten_crop:
             views = np.concatenate([augment.ten_crop(b, size) for b in bases])
-            return augment.to_batch(views, pre).reshape(len(idx), 10, 3, size, size), y
+            patches = self._mean_patches(augment.ten_crop_positions(self.base, size) * len(idx))
+            return augment.to_batch(views, pre, mean_patches=patches).reshape(len(idx), 10, 3, size, size), y
         mid = augment.center_offset(self.base, size)
         views = np.stack([augment.view(b, mid, mid, size, False) for b in bases])
-        return augment.to_batch(views, pre), y
+        return augment.to_batch(views, pre, mean_patches=self._mean_patches([(mid, mid, False)] * len(idx))), y
+
+    def _mean_patches(self, positions):
+        """(N, 3, S, S) patches of the mean image under views at (top, left, flip), or None without one."""
+        if self.mean_image is None:
+            return None
+        frame, size = (self.base, self.base), self.spec.input_size
+        return np.stack([augment.mean_patch(self.mean_image, frame, int(t), int(l), size, bool(f))
+                         for t, l, f in positions])
 
     def __iter__(self):
         for i in range(len(self)):

@@ -515,13 +515,14 @@ def topk_hits(probs: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
 
 
 def evaluate(logits_fn, source: Source, spec: Spec, batch: int, *, ten_crop: bool = False, label: str = "eval",
-             stream=None, threads: int = 2) -> dict:
+             stream=None, threads: int = 2, mean_image=None) -> dict:
     """Mean cross-entropy, top-1 and top-5 of `logits_fn` (float32 NCHW batch -> logits) on `source`:
     centre crops, or the paper's ten views per image with their softmax averaged. Every call of logits_fn
-    gets exactly `batch` rows (the last chunk padded), so a compiled function never sees a new shape."""
+    gets exactly `batch` rows (the last chunk padded), so a compiled function never sees a new shape.
+    mean_image: subtracted instead of the per-channel mean (Batches)."""
     # ten views per image: about `batch` views per Batches item, not ten times as many in memory at once
     batches = Batches(source, spec, max(1, batch // 10) if ten_crop else batch, train=False, ten_crop=ten_crop,
-                      threads=threads)
+                      threads=threads, mean_image=mean_image)
     progress = Progress(label, len(batches), stream)
     loss = top1 = top5 = seen = 0
     start = time.monotonic()

@@ -190,6 +190,20 @@ def _read_v0_layer(f, what) -> CaffeLayer:
     return layer
 
 
+MAX_BINARYPROTO = 64 << 20  # ilsvrc_2012_mean.binaryproto is 786 KB (3x256x256 float32)
+
+
+def read_binaryproto(path: str, what: str) -> np.ndarray:
+    """The values of a file holding one BlobProto (Caffe's .binaryproto, as compute_image_mean writes the
+    ImageNet mean), in its shape (num/channels/height/width or BlobShape); a one-line ValueError naming it."""
+    size = check_regular(path, what)
+    if size > MAX_BINARYPROTO:
+        raise ValueError(f"{what}: {size} bytes, over the {MAX_BINARYPROTO >> 20} MiB a mean image's BlobProto needs")
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return _read_blob(data, what)
+
+
 def read_caffemodel(path: str) -> CaffeNet:
     check_regular(path)
     with open(path, "rb") as fh:

@@ -4,12 +4,14 @@ Layout of .weights.h5 (Keras 3's own, written by model.save_weights): every laye
 layers/<keras class name>[_n]/vars whose attribute `name` is the layer's name; tf_impl names them after
 the spec, so the groups named conv1..conv5 hold vars/0 = kernel (kh, kw, in/groups, out) HWIO and
 vars/1 = bias, and fc6..fc8 hold vars/0 = kernel (in, out) and vars/1 = bias, fc6's rows in H,W,C order
-(the NHWC flatten's). We add root attributes alexnet_variant/_input_size/_num_classes/_include_top and
-alexnet_spec (Spec.to_json()), which Keras ignores; a file without them has its spec inferred from those
-shapes. A .keras file is Keras's zip (config.json + model.weights.h5); tf_impl's AlexNet stores its
-spec in its config, so it is loaded with keras.saving.load_model(safe_mode=True) and the spec read back
-with tf_impl.spec_of. Tensors go in and out through tf_impl.build_model / load_weights / export_weights:
-this module knows the file's layout only to find the spec.
+(the NHWC flatten's). We add root attributes alexnet_variant/_input_size/_num_classes/_include_top,
+alexnet_spec (Spec.to_json()) and alexnet_preprocessing (preprocessing.to_json), which Keras ignores; a file
+without them has its spec inferred from those shapes. A .keras file is Keras's zip (config.json +
+model.weights.h5); tf_impl's AlexNet stores its spec in its config, so it is loaded with
+keras.saving.load_model(safe_mode=True) and the spec read back with tf_impl.spec_of; its model.weights.h5
+carries the same attributes (the archive is rewritten in memory after Keras writes it), so its preprocessing
+travels too. Tensors go in and out through tf_impl.build_model / load_weights / export_weights: this module
+knows the file's layout only to find the spec and the preprocessing.
 """
 from __future__ import annotations
 
@@ -247,11 +249,30 @@ def load(path: str, variant: str | None = None, input_size: int | None = None) -
 
 
 def read_preprocessing(path: str, spec: Spec, **_):
-    """A .weights.h5's alexnet_preprocessing attribute; a .keras records none (its members are Keras's own)."""
-    if not path.endswith(".h5"):
-        return None
-    recorded = _h5_layout(path)[1].get("preprocessing")
+    """The alexnet_preprocessing attribute of a .weights.h5, or of the model.weights.h5 inside a .keras."""
+    recorded = (_keras_attrs(path) if path.endswith(".keras") else _h5_layout(path)[1]).get("preprocessing")
     return (prep.from_json(recorded, path), "file") if recorded is not None else None
+
+
+def _keras_attrs(path: str) -> dict:
+    """Our root attributes (alexnet_ prefix dropped) of the model.weights.h5 inside a .keras archive, read with
+    h5py only, after the archive's and the inner file's checks; {} for a .keras another writer made."""
+    import io
+    import zipfile
+
+    import h5py
+
+    check_regular(path)
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a .keras file (a zip archive), truncated or corrupt")
+    _check_archive(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read("model.weights.h5")
+        with h5py.File(io.BytesIO(data), "r") as f:
+            return {k[len(ATTR_PREFIX):]: _attr(v) for k, v in f.attrs.items() if k.startswith(ATTR_PREFIX)}
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError, RuntimeError, TypeError) as err:
+        raise ValueError(f"{path}: model.weights.h5 is not a readable HDF5 file: {_first_line(err)}") from None
 
 
 def save(path: str, spec: Spec, weights: dict, preprocessing=None) -> None:
@@ -264,7 +285,7 @@ def save(path: str, spec: Spec, weights: dict, preprocessing=None) -> None:
         raise ValueError(f"{path}: Keras writes .weights.h5 (weights) or .keras (whole model) files")
     tf_impl = _framework()
     model = tf_impl.build_model(spec, weights)
-    data = _keras_bytes(model) if suffix == ".keras" else _weights_h5_bytes(model, spec, preprocessing)
+    data = (_keras_with_attributes if suffix == ".keras" else _weights_h5_bytes)(model, spec, preprocessing)
     with atomic_output(path, suffix=suffix, replaces=sniff, what=f"a Keras {suffix} file") as tmp, \
             open(tmp, "wb") as fh:
         fh.write(data)
@@ -288,10 +309,33 @@ def _weights_h5_bytes(model, spec: Spec, preprocessing=None) -> bytes:
     import io
     import zipfile
 
+    with zipfile.ZipFile(io.BytesIO(_keras_bytes(model))) as archive:
+        return _with_attributes(archive.read("model.weights.h5"), spec, preprocessing)
+
+
+def _keras_with_attributes(model, spec: Spec, preprocessing=None) -> bytes:
+    """Keras's .keras archive with our attributes on its model.weights.h5 (Keras reads that member's groups,
+    not its root attributes), so the preprocessing travels in a whole-model file too; the other members and
+    every member's zip entry (name, date, compression) are Keras's own."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(_keras_bytes(model))) as archive, zipfile.ZipFile(out, "w") as rewritten:
+        for info in archive.infolist():
+            data = archive.read(info)
+            if info.filename == "model.weights.h5":
+                data = _with_attributes(data, spec, preprocessing)
+            rewritten.writestr(info, data)
+    return out.getvalue()
+
+
+def _with_attributes(h5_bytes: bytes, spec: Spec, preprocessing=None) -> bytes:
+    import io
+
     import h5py
 
-    with zipfile.ZipFile(io.BytesIO(_keras_bytes(model))) as archive:
-        h5 = io.BytesIO(archive.read("model.weights.h5"))
+    h5 = io.BytesIO(h5_bytes)
     with h5py.File(h5, "r+") as f:
         for key, value in {"variant": spec.variant, **spec.overrides(), "spec": spec.to_json(),
                            "preprocessing": prep.to_json(preprocessing or spec.preprocessing)}.items():

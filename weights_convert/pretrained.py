@@ -91,7 +91,8 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
         size=None, size_note="not published in the readme",
         license="unrestricted", top1=57.1, top5=80.2,
         preprocessing_note="BGR 0-255 minus the ilsvrc_2012_mean mean image (256x256) before the 227 crop; the "
-                           "variant's Preprocessing records that mean image's per-channel mean",
+                           "variant's Preprocessing records that mean image's per-channel mean (predict/eval --mean-image "
+                           "ilsvrc_2012_mean.binaryproto subtract the image itself)",
         sources=(("url, sha1, license, accuracy (centre crop, iteration 360,000)", BVLC_ALEXNET_SRC),
                  ("preprocessing", "BVLC caffe models/bvlc_alexnet/train_val.prototxt (crop_size 227, mean_file "
                                    "imagenet_mean.binaryproto), data/ilsvrc12/get_ilsvrc_aux.sh"))),
@@ -104,7 +105,8 @@ CHECKPOINTS: dict[str, Checkpoint] = {c.name: c for c in (
         size=None, size_note="232.6MB (BVLC caffe docs/getting_pretrained_models.md); exact bytes not published",
         license="unrestricted", top1=57.4, top5=80.4,
         preprocessing_note="BGR 0-255 minus the ilsvrc_2012_mean mean image (256x256) before the 227 crop; the "
-                           "variant's Preprocessing records that mean image's per-channel mean",
+                           "variant's Preprocessing records that mean image's per-channel mean (predict/eval --mean-image "
+                           "ilsvrc_2012_mean.binaryproto subtract the image itself)",
         sources=(("url, sha1, license, accuracy (centre crop, iteration 310,000)", CAFFENET_SRC),
                  ("size note", "BVLC caffe docs/getting_pretrained_models.md"))),
     Checkpoint(
