@@ -278,7 +278,8 @@ class _Worker:
         line = self.proc.stdout.readline()
         if not line:
             self.died = True
-            self.fatal = f"the threads={self.threads} worker (pid {self.proc.pid}) exited with status {self.proc.wait()}"
+            self.fatal = (f"the threads={self.threads} worker (pid {self.proc.pid}) exited with status "
+                          f"{self.proc.wait()}")
             return {"event": "fatal", "error": self.fatal}
         return json.loads(line)
 
@@ -334,8 +335,9 @@ def sweep(n: int, seed: int = 0, frameworks: tuple[str, ...] = (), tolerance: fl
         report.workers.append(w.record)
         report.threads.setdefault(threads, w.engines)
         if progress:
-            progress(f"threads={threads} worker pid {w.proc.pid} ({len(report.workers)} started): " + (w.fatal or ", ".join(
-                f"{k} reports {v['reported']}, {v['busy']} busy in {v['probe']}" for k, v in w.engines.items())))
+            progress(f"threads={threads} worker pid {w.proc.pid} ({len(report.workers)} started): " + (
+                w.fatal or ", ".join(f"{k} reports {v['reported']}, {v['busy']} busy in {v['probe']}"
+                                     for k, v in w.engines.items())))
         return w
 
     try:
@@ -347,8 +349,8 @@ def sweep(n: int, seed: int = 0, frameworks: tuple[str, ...] = (), tolerance: fl
                 if record["event"] == "result":
                     r = report.results[config.index] = _result(record["result"])
                     worst, where = r.worst()
-                    line = (f"{worst:.1e} ({where}) {record['seconds']:.1f} s, worker rss {record['rss'] / 2**30:.2f} GiB"
-                            + (" FAIL" if failures(r, tolerance) else ""))
+                    line = (f"{worst:.1e} ({where}) {record['seconds']:.1f} s, worker rss "
+                            f"{record['rss'] / 2**30:.2f} GiB" + (" FAIL" if failures(r, tolerance) else ""))
                 elif w.died and attempt == 1:  # killed or crashed: once more, in a fresh worker
                     report.retried[config.index] = record["error"]
                     if progress:
@@ -356,7 +358,8 @@ def sweep(n: int, seed: int = 0, frameworks: tuple[str, ...] = (), tolerance: fl
                                  "fresh worker")
                     continue
                 else:
-                    report.errors[config.index] = record["error"] + (" (its retry's worker too)" if attempt == 2 else "")
+                    retry = " (its retry's worker too)" if attempt == 2 else ""
+                    report.errors[config.index] = record["error"] + retry
                     line = f"ERROR {report.errors[config.index]}"
                 if progress:
                     progress(f"{config.index + 1}/{n} {config.id}: {line}")
