@@ -132,6 +132,21 @@ def test_a_config_whose_worker_dies_runs_again_in_a_fresh_worker_and_is_reported
         assert "exited with status -9" in listed[1]["error"]
 
 
+def test_the_command_names_a_retried_config_in_its_output_and_json(monkeypatch, tmp_path, capsys):
+    import json
+    doomed = sweep.draw(3, 1, ("torchvision",))[1]
+    monkeypatch.setattr(sweep, "worker_command",
+                        lambda: [sys.executable, "-c", DIES_AT, str(doomed.seed), str(tmp_path / "died-once")])
+    out = tmp_path / "sweep.json"
+    assert main(["parity", "torchvision", "--sweep", "3", "--seed", "1", "--frameworks", "reference",
+                 "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"retried in a fresh worker: {doomed.id}: " in printed and "(passed on the retry)" in printed
+    assert "workers: 3 started" in printed  # the first threads=2 one, its replacement, the threads=1 one
+    report = json.loads(out.read_text())
+    assert list(report["retried"]) == ["1"] and not report["failures"] and len(report["workers"]) == 3
+
+
 def test_sweep_options_that_do_not_go_together_are_one_line_errors(capsys):
     for argv in (["--sweep", "0"], ["--sweep", "3", "--convert"], ["--sweep", "3", "--batch", "4"],
                  ["--sweep", "3", "--device", "gpu"], ["--sweep", "3", "nonet"]):
