@@ -57,6 +57,11 @@ def run_sweep(args, frameworks) -> int:
     print("\nthreads: " + "; ".join(
         f"{t}: " + ", ".join(f"{name} {p['reported']} set, {p['busy']} busy" for name, p in engs.items())
         for t, engs in sorted(report.threads.items())))
+    print(f"workers: {len(report.workers)} started (a fresh one after {sweep_mod.RESTART_EVERY} configs or past "
+          f"{sweep_mod.RSS_LIMIT / 2**30:g} GiB resident), peak resident memory {report.peak_rss() / 2**30:.2f} GiB")
+    for i, why in sorted(report.retried.items()):
+        print(f"retried in a fresh worker: {report.configs[i].id}: {why}"
+              + ("" if i in report.errors else " (passed on the retry)"))
     bad = report.failures()
     worst = max(((s["max"], who, s) for who, s in stats.items()), default=None)
     if worst:

@@ -6,7 +6,9 @@ of each thread count run in their own worker process: launched with the BLAS/Ope
 it gives every engine its thread setting (the registry's set_threads) before anything computes, then measures
 that the setting took effect: during a warm matmul (or forward pass), how many of the process's OS threads did
 work. A framework that reports another count, or that works on more than one thread at threads=1, fails the
-sweep.
+sweep. Workers are replaced as they grow (RESTART_EVERY, RSS_LIMIT; each fresh one is probed again), and a config
+whose worker dies (the OOM killer's SIGKILL) runs once more in a fresh worker: reported in `retried`, and an error
+if the retry's worker dies too. No config is dropped.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -31,6 +33,11 @@ THREADS = (1, 2)
 SEEDS = 2**31 - 2  # weight seed s, input seed s + 1 (run_parity's rule)
 BUSY_SHARE = 0.1  # a thread "did work" in the probe when it used this share of the process's CPU time or more
 PROBE_MATMUL, PROBE_REPEATS = 2048, 4  # about 70 GFLOP: a second of CPU or more, so 10 ms ticks resolve shares
+# A worker's memory grows with every config it runs (each new input size and batch compiles and caches new XLA/TF
+# programs and grows the allocators' pools), so a worker is replaced by a fresh one after RESTART_EVERY configs, or
+# sooner once its resident memory after a config passes RSS_LIMIT. docs/parity.md gives the growth measured.
+RESTART_EVERY = 25
+RSS_LIMIT = 4 * 2**30
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,7 @@ def worker(inp, out) -> None:
     except Exception as err:
         _emit(out, {"event": "fatal", "error": f"setting {n} threads: {type(err).__name__}: {err}"})
         return
-    _emit(out, {"event": "threads", "threads": n, "engines": engines})
+    _emit(out, {"event": "threads", "threads": n, "engines": engines, "pid": os.getpid(), **memory()})
     for line in inp:
         c = json.loads(line)
         config = SweepConfig(**c)
@@ -130,9 +137,17 @@ def worker(inp, out) -> None:
             r = run_parity(config.variant, {"input_size": config.input_size}, frameworks=frameworks,
                            batch=config.batch, seed=config.seed)
             _emit(out, {"event": "result", "config": c, "result": r.to_dict(),
-                        "seconds": round(time.perf_counter() - started, 2)})
+                        "seconds": round(time.perf_counter() - started, 2), **memory()})
         except Exception as err:  # the config fails, named; the sweep goes on
-            _emit(out, {"event": "error", "config": c, "error": f"{type(err).__name__}: {err}"})
+            _emit(out, {"event": "error", "config": c, "error": f"{type(err).__name__}: {err}", **memory()})
+
+
+def memory() -> dict:
+    """This process's resident memory now and at its peak, in bytes (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    import resource
+    import psutil
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"rss": psutil.Process().memory_info().rss, "peak_rss": peak if sys.platform == "darwin" else peak * 1024}
 
 
 def _emit(out, record: dict) -> None:
@@ -156,12 +171,14 @@ class SweepReport:
     configs: list[SweepConfig]
     frameworks: tuple[str, ...]
     tolerance: float
-    threads: dict  # thread count -> engine -> {"reported", "busy", "cpu_s"}
+    threads: dict  # thread count -> engine -> {"reported", "busy", "cpu_s"}: the first worker's probe of that count
     results: dict  # config index -> ParityResult
     errors: dict  # config index -> why it could not run
     seconds: float
     attempted: int = 0  # configs run (all of them unless interrupted)
     interrupted: bool = False
+    workers: list = field(default_factory=list)  # one record per worker process started: see _Worker.record
+    retried: dict = field(default_factory=dict)  # config index -> how its first worker died (it ran again, fresh)
 
     def worst_by_pair(self) -> dict[str, list[tuple[float, str, int]]]:
         """who ("torch", "torch~keras") -> [(max over layers, that layer, config index)] over the configs."""
@@ -183,6 +200,10 @@ class SweepReport:
                         "max_config": by_index[worst[2]].id}
         return out
 
+    def peak_rss(self) -> int:
+        """The largest resident memory any worker reached (bytes)."""
+        return max((w["peak_rss"] for w in self.workers), default=0)
+
     def failures(self) -> list[str]:
         by_index = {c.index: c for c in self.configs}
         bad = [f"interrupted after {self.attempted} of {len(self.configs)} configs"] if self.interrupted else []
@@ -192,26 +213,30 @@ class SweepReport:
         return bad
 
     def thread_problems(self) -> list[tuple[int, str]]:
-        """A thread setting that did not take: a framework that reports another count, or work spread over more
-        than one thread at threads=1. (At 2, XLA hands successive work to different threads of its pool, and a
-        loaded machine can leave a pool's second thread idle, so only the count it reports is checked there.)"""
+        """A thread setting that did not take, in any worker: a framework that reports another count, or work spread
+        over more than one thread at threads=1. (At 2, XLA hands successive work to different threads of its pool,
+        and a loaded machine can leave a pool's second thread idle, so only the count it reports is checked there.)"""
         bad = []
-        for n, engines in self.threads.items():
-            for name, p in engines.items():
-                if p["reported"] not in (int(n), None):
-                    bad.append((int(n), f"{name} reports {p['reported']} threads"))
-                if int(n) == 1 and p["busy"] != 1:
-                    bad.append((1, f"{name} ran on {p['busy']} threads in its {p['probe']}"))
-        return bad
+        for w in self.workers:
+            n = w["threads"]
+            for name, p in w["engines"].items():
+                if p["reported"] not in (n, None):
+                    bad.append((n, f"{name} reports {p['reported']} threads (worker {w['pid']})"))
+                if n == 1 and p["busy"] != 1:
+                    bad.append((1, f"{name} ran on {p['busy']} threads in its {p['probe']} (worker {w['pid']})"))
+        return list(dict.fromkeys(bad))
 
     def to_dict(self) -> dict:
         return {"tolerance": self.tolerance, "frameworks": list(self.frameworks), "seconds": round(self.seconds, 1),
-                "attempted": self.attempted, "interrupted": self.interrupted,
-                "threads": self.threads, "stats": self.stats(), "failures": self.failures(),
+                "attempted": self.attempted, "interrupted": self.interrupted, "peak_rss": self.peak_rss(),
+                "threads": self.threads, "workers": self.workers, "retried": self.retried,
+                "stats": self.stats(), "failures": self.failures(),
                 "configs": [{**asdict(c), "id": c.id,
                              **({"max_error": self.results[c.index].worst()[0],
                                  "worst": self.results[c.index].worst()[1]} if c.index in self.results else
-                                {"error": self.errors.get(c.index, "not run")})} for c in self.configs]}
+                                {"error": self.errors.get(c.index, "not run")}),
+                             **({"retried": self.retried[c.index]} if c.index in self.retried else {})}
+                            for c in self.configs]}
 
 
 def worker_env(threads: int, frameworks: tuple[str, ...]) -> dict[str, str]:
@@ -221,28 +246,59 @@ def worker_env(threads: int, frameworks: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
+def worker_command() -> list[str]:
+    return [sys.executable, "-m", __name__]
+
+
 class _Worker:
-    """A worker process for one thread count, fed one config at a time."""
+    """A worker process for one thread count, fed one config at a time. `died` is set once the process is gone
+    (killed, crashed); `fatal` holds why it cannot run configs (it died, or the thread setting failed)."""
 
     def __init__(self, threads: int, frameworks: tuple[str, ...]):
         self.threads = threads
-        self.proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=worker_env(threads, frameworks), text=True)
+        self.died = False
+        self.proc = subprocess.Popen(worker_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=worker_env(threads, frameworks), text=True)
+        self.record = {"threads": threads, "pid": self.proc.pid, "configs": [], "engines": {}, "rss": 0,
+                       "peak_rss": 0}
         self.send({"threads": threads, "frameworks": list(frameworks)})
         first = self.receive()
         self.fatal = first["error"] if first["event"] == "fatal" else None
-        self.engines = first.get("engines", {})
+        self.engines = self.record["engines"] = first.get("engines", {})
+        self._memory(first)
 
     def send(self, record: dict) -> None:
-        self.proc.stdin.write(json.dumps(record) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(record) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # it is gone: receive() says how
+            pass
 
     def receive(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
-            return {"event": "fatal", "error": f"the threads={self.threads} worker exited with status "
-                                               f"{self.proc.wait()}"}
+            self.died = True
+            self.fatal = (f"the threads={self.threads} worker (pid {self.proc.pid}) exited with status "
+                          f"{self.proc.wait()}")
+            return {"event": "fatal", "error": self.fatal}
         return json.loads(line)
+
+    def run(self, config: SweepConfig) -> dict:
+        self.record["configs"].append(config.index)
+        self.send(asdict(config))
+        record = self.receive()
+        self._memory(record)
+        return record
+
+    def _memory(self, record: dict) -> None:
+        if "rss" in record:
+            self.record["rss"] = record["rss"]
+            self.record["peak_rss"] = max(self.record["peak_rss"], record["peak_rss"])
+
+    def spent(self, restart_every: int, rss_limit: int) -> bool:
+        """Whether the next config goes to a fresh worker instead."""
+        return (self.died or len(self.record["configs"]) >= restart_every
+                or self.record["rss"] > rss_limit and bool(self.record["configs"]))
 
     def close(self) -> None:
         try:
@@ -253,9 +309,14 @@ class _Worker:
 
 
 def sweep(n: int, seed: int = 0, frameworks: tuple[str, ...] = (), tolerance: float = TOLERANCE,
-          variants: tuple[str, ...] | None = None, progress=None) -> SweepReport:
-    """Draw n configs and run them in order, each in the worker process of its thread count (one per count, alive
-    together, one computing at a time: a second would only compete for the same cores)."""
+          variants: tuple[str, ...] | None = None, progress=None, restart_every: int = RESTART_EVERY,
+          rss_limit: int = RSS_LIMIT) -> SweepReport:
+    """Draw n configs and run them in order, each in a worker process of its thread count (one per count alive at
+    a time, one computing at a time: a second would only compete for the same cores). A worker is replaced after
+    restart_every configs or once its memory passes rss_limit; a config whose worker dies runs once more in a fresh
+    worker (the death is reported in `retried`), and is an error if that one dies too."""
+    if restart_every < 1:
+        raise ValueError(f"--sweep: a worker must run at least 1 config before its restart, got {restart_every}")
     configs = draw(n, seed, variants)
     unset = [name for name in frameworks if get_engine(name).threads is None]
     if unset:
@@ -263,34 +324,50 @@ def sweep(n: int, seed: int = 0, frameworks: tuple[str, ...] = (), tolerance: fl
                          "leave it out with --frameworks")
     report = SweepReport(configs, tuple(frameworks), tolerance, {}, {}, {}, 0.0)
     started, workers = time.perf_counter(), {}
+
+    def worker_for(threads: int) -> _Worker:
+        w = workers.get(threads)
+        if w is not None and (w.fatal and not w.died or not w.spent(restart_every, rss_limit)):
+            return w  # alive and not spent, or its thread setting failed (a fresh one would fail the same way)
+        if w is not None:
+            w.close()
+        w = workers[threads] = _Worker(threads, tuple(frameworks))
+        report.workers.append(w.record)
+        report.threads.setdefault(threads, w.engines)
+        if progress:
+            progress(f"threads={threads} worker pid {w.proc.pid} ({len(report.workers)} started): " + (
+                w.fatal or ", ".join(f"{k} reports {v['reported']}, {v['busy']} busy in {v['probe']}"
+                                     for k, v in w.engines.items())))
+        return w
+
     try:
         for config in configs:
             report.attempted = config.index + 1
-            w = workers.get(config.threads)
-            if w is None:
-                w = workers[config.threads] = _Worker(config.threads, tuple(frameworks))
-                report.threads[config.threads] = w.engines
-                if progress:
-                    progress(f"threads={config.threads}: " + (w.fatal or ", ".join(
-                        f"{k} reports {v['reported']}, {v['busy']} busy in {v['probe']}" for k, v in w.engines.items())))
-            if w.fatal:
-                report.errors[config.index] = w.fatal
-            else:
-                w.send(asdict(config))
-                record = w.receive()
+            for attempt in (1, 2):
+                w = worker_for(config.threads)
+                record = {"event": "fatal", "error": w.fatal} if w.fatal else w.run(config)
                 if record["event"] == "result":
                     r = report.results[config.index] = _result(record["result"])
                     worst, where = r.worst()
-                    line = f"{worst:.1e} ({where}) {record['seconds']:.1f} s" + (" FAIL" if failures(r, tolerance) else "")
+                    line = (f"{worst:.1e} ({where}) {record['seconds']:.1f} s, worker rss "
+                            f"{record['rss'] / 2**30:.2f} GiB" + (" FAIL" if failures(r, tolerance) else ""))
+                elif w.died and attempt == 1:  # killed or crashed: once more, in a fresh worker
+                    report.retried[config.index] = record["error"]
+                    if progress:
+                        progress(f"{config.index + 1}/{n} {config.id}: {record['error']}; running it again in a "
+                                 "fresh worker")
+                    continue
                 else:
-                    report.errors[config.index] = record["error"]
-                    w.fatal = record["error"] if record["event"] == "fatal" else None
-                    line = f"ERROR {record['error']}"
+                    retry = " (its retry's worker too)" if attempt == 2 else ""
+                    report.errors[config.index] = record["error"] + retry
+                    line = f"ERROR {report.errors[config.index]}"
                 if progress:
                     progress(f"{config.index + 1}/{n} {config.id}: {line}")
+                break
     except KeyboardInterrupt:  # stop here and report the configs done: a prefix of the same sweep
         report.interrupted = True
         report.errors.pop(config.index, None)
+        report.retried.pop(config.index, None)
         report.attempted = config.index
         for w in workers.values():
             w.proc.kill()

@@ -38,7 +38,7 @@ def test_every_gradient_agrees(variant, overrides, engine):
     assert sum(result.near_ties.values()) >= sum(result.rerouted.values())
 
 
-# --- broken backward passes, each a torch autograd Function in place of one layer ---------------------
+# --- broken backward passes, each in place of one layer: a torch autograd Function, a jax.custom_vjp ----
 
 @pytest.fixture
 def torch_port(monkeypatch):
@@ -108,13 +108,79 @@ def _broken_modules():
             "max_pool": lambda layer: Pool(layer.kernel, layer.stride, layers._pad_arg(layer.padding))}
 
 
+def _broken_flax_ops():
+    """Each a jax.custom_vjp: jax_impl's own forward, a broken backward (the torch ones' faults, in NHWC)."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from alexnet_parity.jax_impl import layers
+
+    @jax.custom_vjp
+    def relu(x):
+        return jax.nn.relu(x)
+
+    relu.defvjp(lambda x: (relu(x), None), lambda _, g: (g,))  # the mask (x > 0) forgotten
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+    def lrn(x, layer):
+        return layers.lrn(x, layer)
+
+    def lrn_bwd(layer, x, g):  # only dL/da_c's own term, g_c d_c^-beta
+        half, c = layer.size // 2, x.shape[-1]
+        sq = jnp.pad(x * x, ((0, 0), (0, 0), (0, 0), (half, layer.size - 1 - half)))
+        d = layer.k + layer.scale * sum(sq[..., i:i + c] for i in range(layer.size))
+        return (g * d ** -layer.beta,)
+
+    lrn.defvjp(lambda x, layer: (lrn(x, layer), x), lrn_bwd)
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+    def max_pool(x, layer):
+        return layers.max_pool(x, layer)
+
+    def max_pool_bwd(layer, x, g):  # each window's top-left, not its maximum
+        (top, bottom), (left, right) = layer.padding
+        h, w, s = top + x.shape[1] + bottom, left + x.shape[2] + right, layer.stride
+        oh, ow = g.shape[1:3]
+        grad = lax.pad(g, jnp.zeros((), g.dtype), [(0, 0, 0), (0, h - s * (oh - 1) - 1, s - 1),
+                                                   (0, w - s * (ow - 1) - 1, s - 1), (0, 0, 0)])
+        return (grad[:, top:top + x.shape[1], left:left + x.shape[2]],)
+
+    max_pool.defvjp(lambda x, layer: (max_pool(x, layer), x), max_pool_bwd)
+    return {"relu": lambda x, layer: relu(x), "lrn": lrn, "max_pool": max_pool}
+
+
+@pytest.fixture
+def flax_port(monkeypatch):
+    """break_layer(name, op): the Flax model runs op(x, layer) as layer `name` (AlexNet.apply_layer is the one
+    dispatch its forward and jax_impl's gradient both run)."""
+    pytest.importorskip("flax")
+    from alexnet_parity.jax_impl.model import AlexNet
+
+    apply_layer = AlexNet.apply_layer
+
+    def break_layer(name, broken):
+        monkeypatch.setattr(AlexNet, "apply_layer", lambda self, layer, x, **kw: broken(x, layer)
+                            if layer.name == name else apply_layer(self, layer, x, **kw))
+
+    return break_layer
+
+
+BROKEN = {"torch": ("torch_port", _broken_modules), "flax": ("flax_port", _broken_flax_ops)}
+
+
+@pytest.mark.parametrize("engine", BROKEN)
 @pytest.mark.parametrize("kind,layer", [("relu", "relu3"), ("lrn", "norm1"), ("max_pool", "pool2")])
-def test_a_broken_backward_fails_at_its_layer(torch_port, kind, layer):
-    torch_port(layer, _broken_modules()[kind])
-    result = run_grad_parity("caffe", {"input_size": 99}, engine="torch")
+def test_a_broken_backward_fails_at_its_layer(request, engine, kind, layer):
+    fixture, broken = BROKEN[engine]
+    request.getfixturevalue(fixture)(layer, broken()[kind])
+    result = run_grad_parity("caffe", {"input_size": 99}, engine=engine)
     assert max(result.forward.values()) <= 1e-5  # the forward is right: only the backward is broken
     assert grad_failures(result) and result.at_fault() == layer
     below = get_spec("caffe", input_size=99).layers
     below = below[[l.name for l in below].index(layer) - 1].name
-    print(f"\nbroken {kind} at {layer}: d/d {below} {result.errors[below]:.1e}, d/d input {result.errors['input']:.1e}")
+    print(f"\nbroken {engine} {kind} at {layer}: d/d {below} {result.errors[below]:.1e}, "
+          f"d/d input {result.errors['input']:.1e}")
     assert result.errors[below] > 1e-2
