@@ -38,7 +38,8 @@ def test_every_gradient_agrees(variant, overrides, engine):
     assert sum(result.near_ties.values()) >= sum(result.rerouted.values())
 
 
-# --- broken backward passes, each in place of one layer: a torch autograd Function, a jax.custom_vjp ----
+# --- broken backward passes, each in place of one layer: a torch autograd Function, a jax.custom_vjp, a
+#     tf.custom_gradient (keras runs in this process: its Keras runs TensorFlow) ---------------------------
 
 @pytest.fixture
 def torch_port(monkeypatch):
@@ -168,7 +169,65 @@ def flax_port(monkeypatch):
     return break_layer
 
 
-BROKEN = {"torch": ("torch_port", _broken_modules), "flax": ("flax_port", _broken_flax_ops)}
+def _broken_keras_ops():
+    """Each a tf.custom_gradient in place of one Keras layer's call (keras, the TensorFlow backend): the right
+    forward, a broken backward (the torch ones' faults, in NHWC). {kind: (the layer class, call(layer, x))}."""
+    import keras
+    import tensorflow as tf
+
+    from alexnet_parity.tf_impl.layers import LocalResponseNorm
+
+    def relu(layer, x):
+        @tf.custom_gradient
+        def passing_negatives(x):
+            return tf.nn.relu(x), lambda g: g  # the mask (x > 0) forgotten
+        return passing_negatives(x)
+
+    def lrn(layer, x):
+        half, channels = layer.size // 2, x.shape[-1]
+
+        @tf.custom_gradient
+        def without_cross_channel(x):
+            squares = tf.pad(tf.square(x), [[0, 0], [0, 0], [0, 0], [half, layer.size - 1 - half]])
+            r = tf.pow(layer.k + layer.scale * tf.add_n([squares[..., i:i + channels] for i in range(layer.size)]),
+                       -layer.beta)
+            return x * r, lambda g: g * r  # only dL/da_c's own term, g_c d_c^-beta
+        return without_cross_channel(x)
+
+    def max_pool(layer, x):
+        (k, _), (s, _) = layer.pool_size, layer.strides
+
+        @tf.custom_gradient
+        def to_first_element(x):
+            def grad(g):  # each window's top-left, not its maximum
+                n, oh, ow, c = g.shape
+                index = tf.stack(tf.meshgrid(tf.range(n), tf.range(oh) * s, tf.range(ow) * s, tf.range(c),
+                                             indexing="ij"), -1)
+                return tf.scatter_nd(index, g, tf.shape(x))
+            return tf.nn.max_pool2d(x, k, s, "VALID"), grad
+        return to_first_element(x)
+
+    return {"relu": (keras.layers.ReLU, relu), "lrn": (LocalResponseNorm, lrn),
+            "max_pool": (keras.layers.MaxPooling2D, max_pool)}
+
+
+@pytest.fixture
+def keras_port(monkeypatch):
+    """break_layer(name, (cls, call)): in the Keras model built for the next run, the layer `name` (of class cls)
+    computes call(layer, x)."""
+    pytest.importorskip("tensorflow")
+
+    def break_layer(name, broken):
+        cls, call = broken
+        own = cls.call
+        monkeypatch.setattr(cls, "call", lambda self, x, *args, **kwargs: call(self, x) if self.name == name
+                            else own(self, x, *args, **kwargs))
+
+    return break_layer
+
+
+BROKEN = {"torch": ("torch_port", _broken_modules), "flax": ("flax_port", _broken_flax_ops),
+          "keras": ("keras_port", _broken_keras_ops)}
 
 
 @pytest.mark.parametrize("engine", BROKEN)
