@@ -32,8 +32,8 @@ def run_gradients(spec: Spec, weights: dict, x_nchw: np.ndarray, cotangent: np.n
     backend = backends.current()
     with backend.device_scope(device), backend.dtype_scope(dtype):
         model = build_model(spec, weights, dtype=dtype)
-        params = [layer for layer in spec.param_layers]
-        variables = [v for layer in params for v in (model.get_layer(layer.name).kernel, model.get_layer(layer.name).bias)]
+        params = [model.get_layer(layer.name) for layer in spec.param_layers]
+        variables = [v for layer in params for v in (layer.kernel, layer.bias)]
         names = [layer.name for layer in spec.layers]
         chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
         x = ops.convert_to_tensor(nchw_to_nhwc(np.asarray(x_nchw, dtype=np.float32)), dtype=dtype)
