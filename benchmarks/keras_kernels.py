@@ -1,12 +1,14 @@
-"""The two kernels tf_impl's TensorFlow backend keeps (tf_impl/backends/tensorflow.py) against the portable code
-they replace, on whole models in `alexnet bench`'s graph step (tensorflow.bench_step, batch 32): issue 14 keeps a
+"""The kernels a Keras backend keeps (tf_impl/backends/*.py) against the portable code they replace, on whole
+models in `alexnet bench`'s step (the backend's bench_step, its first bench path, batch 32): issue 14 keeps a
 backend-specific kernel only where a paired bench shows it at least 10% faster for that backend.
 
     KERAS_BACKEND=tensorflow python benchmarks/keras_kernels.py [VARIANT ...] [--mode infer|train] [--repeats N]
+    KERAS_BACKEND=jax python benchmarks/keras_kernels.py ...
 
-Three builds of each variant (default caffe and paper, the ones with LRN and grouped convolutions), each traced
-with the backend's functions swapped in: `kept` (XLA-compiled LRN, TF's grouped Conv2D); `portable LRN`
-(layers.lrn called as it is, no XLA); `portable grouped conv` (keras.layers.Conv2D(groups=2) as Keras runs it).
+Builds of each variant (default caffe and paper, the ones with LRN and grouped convolutions), each traced with
+the backend's functions swapped in: `kept` (the backend's kernels: on TensorFlow the XLA-compiled LRN and TF's
+grouped Conv2D, on JAX the grouped convolution split by group); `portable LRN` (layers.lrn called as it is);
+`portable grouped conv` (keras.layers.Conv2D(groups=2) as Keras runs it), each only where the backend has its own.
 They are timed alternately in one process, so a neighbour's load slows all alike; the figure is the median over
 rounds of (portable step / kept step): 1.10 or more keeps the kernel. Each build is checked against `kept`.
 """
@@ -18,6 +20,7 @@ import statistics
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
@@ -26,6 +29,10 @@ from alexnet_parity.common import get_spec  # noqa: E402
 from alexnet_parity.parity_tests.core import parity_weights  # noqa: E402
 
 KEEP = 1.10  # the issue's bar
+PATHS = {"tensorflow": "graph", "jax": "jit", "torch": "eager"}  # each backend's first path in tf_impl.engine
+SWAPS = {"portable LRN": ("lrn", lambda portable, x, *a: portable(x, *a)),
+         "portable grouped conv": ("grouped_conv", None)}
+OWN = {"tensorflow": ("lrn", "grouped_conv"), "jax": ("grouped_conv",), "torch": ()}  # the kernels each one keeps
 
 
 def main(argv=None) -> None:
@@ -38,18 +45,17 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     import keras
-    import tensorflow as tf
 
     from alexnet_parity import tf_impl
-    from alexnet_parity.tf_impl.backends import tensorflow as backend
+    from alexnet_parity.tf_impl import backends
     from alexnet_parity.tf_impl.train import loss_fn
-    if keras.backend.backend() != "tensorflow":
-        raise SystemExit("keras_kernels.py measures the TensorFlow backend's kernels: "
-                         "run it with KERAS_BACKEND=tensorflow")
-    builds = {"kept": {},
-              "portable LRN": {"lrn": lambda portable, x, *a: portable(x, *a)},
-              "portable grouped conv": {"grouped_conv": None}}
-    print(f"tensorflow {tf.__version__}, keras {keras.__version__}; {args.mode}, batch {args.batch}, graph path, "
+    backend, name = backends.current(), keras.backend.backend()
+    path = PATHS[name]
+    builds = {"kept": {}, **{b: {k: v} for b, (k, v) in SWAPS.items() if k in OWN[name]}}
+    if len(builds) == 1:
+        raise SystemExit(f"Keras's {name} backend keeps no kernel of its own: nothing to compare")
+    versions = ", ".join(f"{k} {v}" for k, v in backend.bench_setup(False, None)["versions"].items())
+    print(f"{versions}, keras {keras.__version__}; {args.mode}, batch {args.batch}, {path} path, "
           f"median of {args.repeats} alternating rounds after {args.warmup} warm-up; load average "
           f"{os.getloadavg()[0]:.2f}")
     for variant in args.variants:
@@ -65,7 +71,7 @@ def main(argv=None) -> None:
                 setattr(backend, k, v)
             try:  # both the step's trace and the check's call run with the swapped functions
                 model = tf_impl.build_model(spec, weights)
-                steps[name] = backend.bench_step(model, "graph", args.mode, x, y, loss_fn, gpu=False)
+                steps[name] = backend.bench_step(model, path, args.mode, x, y, loss_fn, gpu=False)
                 for _ in range(1 + args.warmup):
                     steps[name]()
                 outputs[name] = np.asarray(model(x[:4], training=False))

@@ -1,5 +1,5 @@
 """Keras on JAX: the model's state passed explicitly (stateless_call, stateless_apply) through jax.jit and
-jax.vjp, Keras's own pattern for this backend. No kernel of its own: the portable code is what runs."""
+jax.vjp, Keras's own pattern for this backend. One kernel of its own: the grouped convolution split by group."""
 from __future__ import annotations
 
 import contextlib
@@ -99,7 +99,14 @@ def lrn(portable, x, size, k, beta, scale):
     return portable(x, size, k, beta, scale)
 
 
-grouped_conv = None
+def grouped_conv(x, kernel, strides, padding: str, dilations, groups: int):
+    """One convolution per group plus a concatenate, as jax_impl's SplitGroupConv: XLA:CPU runs a
+    feature_group_count=2 convolution several times slower than the same work split in two (the paired bench
+    in benchmarks/RESULTS.md); each part is keras.ops.conv, so precision and padding are Keras's own."""
+    from keras import ops
+    parts = zip(ops.split(x, groups, axis=-1), ops.split(kernel, groups, axis=-1))
+    return ops.concatenate([ops.conv(xg, kg, strides, padding, "channels_last", dilations) for xg, kg in parts],
+                           axis=-1)
 
 
 # --- alexnet bench (tf_impl.bench.KerasRunner) ---------------------------------------------------------------
