@@ -14,6 +14,9 @@ class KerasRunner:
     """tf_impl's Keras model, NHWC, timed by its backend's bench_step."""
 
     def __init__(self, device: str = "cpu", tf32: str | None = None):
+        # the bench forks a child per model and CUDA starts in each: Keras's torch backend asks
+        # torch.cuda.is_available() at import, which must not start CUDA in this parent (NVML answers instead)
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
         import keras
         from alexnet_parity import tf_impl
         from alexnet_parity.tf_impl import backends
