@@ -161,3 +161,28 @@ def test_onnxruntime_run_times_the_specs_export(tmp_path):
         assert r["images_per_s"] > 0 and r["first_step_s"] > 0 and r["model_mb"] > 0
     (conv,) = report["conversion"]
     assert conv["bit_exact"] and conv["convert_label"] == "weights_convert canonical -> onnx"
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_keras_runs_on_jax_and_torch(tmp_path, mode):
+    """tf_impl's one Keras model timed on Keras's JAX backend (jax.jit of the stateless call) and its torch
+    backend (eager), each in a worker whose KERAS_BACKEND the engine names: an img/s row for each, the LRN pair
+    (a model rebuilt without its LRN layers) in inference, and each backend's framework beside keras in the
+    versions. ~40 s on a loaded 2-core machine for both modes."""
+    for module in ("keras", "jax", "torch"):
+        pytest.importorskip(module)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "paper", "--frameworks", "keras-jax,keras-torch", "--mode", mode, "--input-size", "min",
+                 "--batch", "2", "--repeats", "1", "--warmup", "0", "--cold-runs", "0", "--no-convert",
+                 "--lrn", "first" if mode == "infer" else "none", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["errors"] == [] and {r["framework"] for r in report["roofs"]} == {"numpy", "keras-jax",
+                                                                                  "keras-torch"}
+    rows = {(r["framework"], r["path"], r["role"]) for r in report["results"]}
+    roles = ("main", "no_lrn") if mode == "infer" else ("main",)
+    assert rows == {(fw, path, role) for fw, path in (("keras-jax", "jit"), ("keras-torch", "eager")) for role in roles}
+    for r in report["results"]:
+        assert r["images_per_s"] > 0 and r["model_mb"] > 0 and r["macs"] > 0
+    assert set(report["versions"]["keras-jax"]) == {"keras", "jax"}
+    assert set(report["versions"]["keras-torch"]) == {"keras", "torch"}
+    assert all(report["threads"][fw] >= 1 for fw in ("keras-jax", "keras-torch"))

@@ -1,33 +1,35 @@
-"""tf_impl's runner for `alexnet bench` (alexnet_cli.bench_cmd drives it in its worker process)."""
+"""tf_impl's runner for `alexnet bench` (alexnet_cli.bench_cmd drives it in its worker process), on whichever
+backend this process's Keras runs: the step, the inputs, the matmul roof and the GPU's memory come from that
+backend's module (tf_impl.backends: tensorflow graph/xla, jax jit, torch eager)."""
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 from alexnet_parity.common import get_spec
 
 
 class KerasRunner:
-    """tf_impl: tf.function graphs, with or without XLA; NHWC. TensorFlow places everything on the first GPU
-    when it sees one; there a step ends by fetching its (small) result, which waits for the GPU."""
+    """tf_impl's Keras model, NHWC, timed by its backend's bench_step."""
 
     def __init__(self, device: str = "cpu", tf32: str | None = None):
+        # the bench forks a child per model and CUDA starts in each: Keras's torch backend asks
+        # torch.cuda.is_available() at import, which must not start CUDA in this parent (NVML answers instead)
+        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
         import keras
-        import tensorflow as tf
         from alexnet_parity import tf_impl
-        self.tf, self.keras, self.impl = tf, keras, tf_impl
-        self.versions = {"tensorflow": tf.__version__, "keras": keras.__version__}
-        self.threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+        from alexnet_parity.tf_impl import backends
+        from alexnet_parity.tf_impl.train import loss_fn
+        self.keras, self.impl, self.loss_fn = keras, tf_impl, loss_fn
+        self.backend = backends.current()
         self.gpu = device == "gpu"
-        if self.gpu:
-            tf.config.experimental.enable_tensor_float_32_execution(tf32 == "on")
+        setup = self.backend.bench_setup(self.gpu, tf32)
+        self.versions = {**setup["versions"], "keras": keras.__version__}
+        self.threads = setup["threads"] or os.cpu_count()
 
     def check_device(self) -> str | None:
-        if not self.gpu:
-            return None
-        gpus = self.tf.config.list_physical_devices("GPU")
-        if not gpus:
-            raise RuntimeError("TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty)")
-        return self.tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+        return self.backend.gpu_name() if self.gpu else None
 
     def build(self, spec, weights):
         full = get_spec(spec.variant, **spec.overrides())
@@ -46,35 +48,19 @@ class KerasRunner:
         return self.keras.Model(inputs, x)
 
     def inputs(self, x, labels):
-        return self.tf.constant(x.transpose(0, 2, 3, 1)), self.tf.constant(labels.astype("int32"))
+        return self.backend.bench_inputs(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), labels)
 
     def step(self, model, path, mode, x, y):
-        tf = self.tf
-        wait = (lambda t: t.numpy()) if self.gpu else (lambda t: t)
-        if mode == "infer":
-            fn = tf.function(lambda x: model(x, training=False), jit_compile=path == "xla")
-            return lambda: wait(fn(x))
-
-        @tf.function(jit_compile=path == "xla")
-        def train(x, y):
-            with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
-            grads = tape.gradient(loss, model.trainable_variables)
-            return tf.add_n([tf.reduce_sum(g) for g in grads]) if self.gpu else grads  # one scalar to fetch
-        return lambda: wait(train(x, y))
+        return self.backend.bench_step(model, path, mode, x, y, self.loss_fn, self.gpu)
 
     def matmul(self, n: int):
-        a, b = (self.tf.random.normal((n, n)) for _ in range(2))
-        if self.gpu:
-            return lambda: self.tf.linalg.matmul(a, b)[0, 0].numpy()
-        return lambda: self.tf.linalg.matmul(a, b)
+        return self.backend.bench_matmul(n, self.gpu)
 
     def memory_mb(self) -> float | None:
-        return self.tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20 if self.gpu else None
+        return self.backend.gpu_memory_mb() if self.gpu else None
 
     def reset_peak(self) -> None:
-        self.tf.config.experimental.reset_memory_stats("GPU:0")
+        self.backend.reset_gpu_peak()
 
     def peak_mb(self) -> float:
-        return self.tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+        return self.backend.gpu_peak_mb()

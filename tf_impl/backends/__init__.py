@@ -10,6 +10,10 @@ with the same few functions:
     lrn(portable, x, ...)               LocalResponseNorm's kernel: `portable` (layers.lrn) or a faster own one
     grouped_conv                        a grouped Conv2D faster than Keras's for this backend, or None
 
+and for `alexnet bench` (tf_impl.bench.KerasRunner): bench_setup(gpu, tf32) -> {"versions", "threads"},
+bench_inputs, bench_step(model, path, mode, x, y, loss_fn, gpu) -> a step that waits for its result,
+bench_matmul, gpu_name, gpu_memory_mb, reset_gpu_peak, gpu_peak_mb.
+
 A backend-specific kernel earns its place only by a paired bench (benchmarks/keras_kernels.py); everything
 else is the portable keras.ops code of layers.py and model.py.
 """

@@ -1,5 +1,5 @@
 """Keras on JAX: the model's state passed explicitly (stateless_call, stateless_apply) through jax.jit and
-jax.vjp, Keras's own pattern for this backend. No kernel of its own: the portable code is what runs."""
+jax.vjp, Keras's own pattern for this backend. One kernel of its own: the grouped convolution split by group."""
 from __future__ import annotations
 
 import contextlib
@@ -99,4 +99,58 @@ def lrn(portable, x, size, k, beta, scale):
     return portable(x, size, k, beta, scale)
 
 
-grouped_conv = None
+def grouped_conv(x, kernel, strides, padding: str, dilations, groups: int):
+    """One convolution per group plus a concatenate, as jax_impl's SplitGroupConv: XLA:CPU runs a
+    feature_group_count=2 convolution several times slower than the same work split in two (the paired bench
+    in benchmarks/RESULTS.md); each part is keras.ops.conv, so precision and padding are Keras's own."""
+    from keras import ops
+    parts = zip(ops.split(x, groups, axis=-1), ops.split(kernel, groups, axis=-1))
+    return ops.concatenate([ops.conv(xg, kg, strides, padding, "channels_last", dilations) for xg, kg in parts],
+                           axis=-1)
+
+
+# --- alexnet bench (tf_impl.bench.KerasRunner) ---------------------------------------------------------------
+# JAX puts arrays on its default device, the GPU when it sees one; every step waits for its result.
+def bench_setup(gpu: bool, tf32: str | None) -> dict:
+    if gpu:  # matmuls and convolutions: true float32, or TF32 on the tensor cores
+        jax.config.update("jax_default_matmul_precision", "tensorfloat32" if tf32 == "on" else "float32")
+    return {"versions": {"jax": jax.__version__}, "threads": None}
+
+
+def gpu_name() -> str:
+    if "gpu" not in devices():
+        raise RuntimeError("JAX sees no GPU (install jax[cuda12] or jax[cuda13])")
+    return jax.devices("gpu")[0].device_kind
+
+
+def bench_inputs(x_nhwc, labels):
+    return jnp.asarray(x_nhwc), jnp.asarray(labels.astype("int32"))
+
+
+def bench_step(model, path: str, mode: str, x, y, loss_fn, gpu: bool):
+    """path jit: infer is infer() (jax.jit of stateless_call); train one jax.jit of value_and_grad of the
+    stateless loss, as train_step's minus the optimizer (the dropout seeds are not carried on: same masks)."""
+    if mode == "infer":
+        fn = infer(model)
+        return lambda: fn(x).block_until_ready()
+    grads = jax.jit(_stateless_loss(model, loss_fn))
+    trainable, other = _values(model.trainable_variables), _values(model.non_trainable_variables)
+    return lambda: jax.block_until_ready(grads(trainable, other, x, y))
+
+
+def bench_matmul(n: int, gpu: bool):
+    a, b = (jax.random.normal(jax.random.key(i), (n, n)) for i in range(2))
+    f = jax.jit(jnp.matmul)
+    return lambda: f(a, b).block_until_ready()
+
+
+def gpu_memory_mb() -> float:
+    return jax.devices()[0].memory_stats()["bytes_in_use"] / 2**20
+
+
+def reset_gpu_peak() -> None:
+    """JAX cannot reset its peak: a child's later models report the highest of the child so far."""
+
+
+def gpu_peak_mb() -> float:
+    return jax.devices()[0].memory_stats()["peak_bytes_in_use"] / 2**20

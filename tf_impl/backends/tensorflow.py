@@ -127,3 +127,60 @@ def grouped_conv(x, kernel, strides, padding: str, dilations, groups: int):
         return tf.concat([tf.nn.conv2d(xg, kg, **options) for xg, kg in parts], -1), grad
 
     return conv(x, tf.convert_to_tensor(kernel))
+
+
+# --- alexnet bench (tf_impl.bench.KerasRunner) ---------------------------------------------------------------
+# TensorFlow places everything on the first GPU when it sees one; there a step ends by fetching its (small)
+# result, which waits for the GPU.
+def bench_setup(gpu: bool, tf32: str | None) -> dict:
+    """Set the GPU's float32 precision; returns the framework's version and its CPU thread count."""
+    if gpu:
+        tf.config.experimental.enable_tensor_float_32_execution(tf32 == "on")
+    return {"versions": {"tensorflow": tf.__version__},
+            "threads": tf.config.threading.get_intra_op_parallelism_threads() or None}
+
+
+def gpu_name() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        raise RuntimeError("TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty)")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+
+
+def bench_inputs(x_nhwc, labels):
+    return tf.constant(x_nhwc), tf.constant(labels.astype("int32"))
+
+
+def bench_step(model, path: str, mode: str, x, y, loss_fn, gpu: bool):
+    """path graph: a tf.function; xla: the same with jit_compile=True. train: forward + GradientTape backward."""
+    wait = (lambda t: t.numpy()) if gpu else (lambda t: t)
+    if mode == "infer":
+        fn = tf.function(lambda x: model(x, training=False), jit_compile=path == "xla")
+        return lambda: wait(fn(x))
+
+    @tf.function(jit_compile=path == "xla")
+    def train(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(model(x, training=True), y)
+        grads = tape.gradient(loss, model.trainable_variables)
+        return tf.add_n([tf.reduce_sum(g) for g in grads]) if gpu else grads  # one scalar to fetch
+    return lambda: wait(train(x, y))
+
+
+def bench_matmul(n: int, gpu: bool):
+    a, b = (tf.random.normal((n, n)) for _ in range(2))
+    if gpu:
+        return lambda: tf.linalg.matmul(a, b)[0, 0].numpy()
+    return lambda: tf.linalg.matmul(a, b)
+
+
+def gpu_memory_mb() -> float:
+    return tf.config.experimental.get_memory_info("GPU:0")["current"] / 2**20
+
+
+def reset_gpu_peak() -> None:
+    tf.config.experimental.reset_memory_stats("GPU:0")
+
+
+def gpu_peak_mb() -> float:
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20

@@ -73,3 +73,57 @@ def lrn(portable, x, size, k, beta, scale):
 
 
 grouped_conv = None
+
+
+# --- alexnet bench (tf_impl.bench.KerasRunner) ---------------------------------------------------------------
+# Keras puts every tensor on torch's GPU when it sees one; there each step ends with a synchronize.
+def bench_setup(gpu: bool, tf32: str | None) -> dict:
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32 == "on"
+    return {"versions": {"torch": torch.__version__}, "threads": torch.get_num_threads()}
+
+
+def gpu_name() -> str:
+    if "gpu" not in devices():
+        raise RuntimeError("torch sees no GPU (torch.cuda.is_available() is False)")
+    return torch.cuda.get_device_name()
+
+
+def bench_inputs(x_nhwc, labels):
+    return _tensor(x_nhwc, "float32"), _tensor(labels, "int32")
+
+
+def _sync(gpu: bool) -> None:
+    if gpu:
+        torch.cuda.synchronize()
+
+
+def bench_step(model, path: str, mode: str, x, y, loss_fn, gpu: bool):
+    """path eager: infer is infer() (a forward under torch.no_grad); train loss_and_gradients (autograd)."""
+    if mode == "infer":
+        fn = infer(model)
+        return lambda: (fn(x), _sync(gpu))
+
+    def train():
+        loss_and_gradients(model, loss_fn, x, y)
+        _sync(gpu)
+    return train
+
+
+def bench_matmul(n: int, gpu: bool):
+    device = "cuda" if gpu else "cpu"
+    a, b = (torch.randn(n, n, device=device) for _ in range(2))
+    c = torch.empty(n, n, device=device)
+    return lambda: (torch.mm(a, b, out=c), _sync(gpu))
+
+
+def gpu_memory_mb() -> float:
+    return torch.cuda.memory_allocated() / 2**20
+
+
+def reset_gpu_peak() -> None:
+    torch.cuda.reset_peak_memory_stats()
+
+
+def gpu_peak_mb() -> float:
+    return torch.cuda.max_memory_allocated() / 2**20
