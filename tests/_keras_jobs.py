@@ -47,3 +47,18 @@ def one_step(engine: str, spec, weights: dict, x: np.ndarray, y: np.ndarray) -> 
     from alexnet_parity.common.engines import get_engine
     from tests.test_train_step import Engine, one_step
     return one_step(Engine(get_engine(engine)), spec, weights, x, y)[0]
+
+
+def portable_activations(spec, weights: dict, x_nchw: np.ndarray) -> dict:
+    """run_activations with this backend's own kernels swapped for the portable code of tf_impl/layers.py (the
+    fallback every other backend runs), so both paths are measured against the reference."""
+    from alexnet_parity import tf_impl
+    from alexnet_parity.tf_impl import backends
+    backend = backends.current()
+    own = backend.lrn, backend.grouped_conv
+    backend.lrn = lambda portable, x, *args: portable(x, *args)
+    backend.grouped_conv = None
+    try:
+        return tf_impl.run_activations(spec, weights, x_nchw)
+    finally:
+        backend.lrn, backend.grouped_conv = own

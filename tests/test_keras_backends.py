@@ -35,6 +35,21 @@ def test_each_worker_runs_its_own_backend():
     assert {name: in_backend(name, "backend") for name in KERAS_ENGINES} == BACKENDS
 
 
+@pytest.mark.parametrize("variant", ["caffe", "paper"])
+@pytest.mark.parametrize("name", KERAS_ENGINES)
+def test_the_portable_fallback_of_each_backends_kernels_agrees(name, variant):
+    """Where a backend runs a kernel of its own (TensorFlow: XLA-compiled LRN, its grouped convolution; JAX: the
+    grouped convolution split by group), the portable code it replaces is within 1e-5 of the reference too, at
+    every layer: the fallback is what every other backend runs. (The kernels themselves are in the parity suite.)"""
+    from alexnet_parity.common import reference_forward
+    spec = get_spec(variant, input_size=99)
+    weights, x = parity_weights(spec), parity_input(spec)
+    got, ref = in_backend(name, "portable_activations", spec, weights, x), reference_forward(spec, weights, x)
+    errors = {layer: rel_err(got[layer], ref[layer], ref[layer]) for layer in ref}
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-5, f"{name} portable {variant}: {worst} off by {errors[worst]:.2e}"
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """caffe at a small size (grouped convolutions, LRN, ceil pooling's -inf padding), saved on every backend."""
