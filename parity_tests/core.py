@@ -17,7 +17,7 @@ from alexnet_parity.common.engines import compared, get_engine
 TOLERANCE = 1e-5
 # Against the float64 reference, per build_model dtype: (every layer, the output). Measured over every config (batch 2,
 # seed 0; docs/parity.md, "Reduced precision"): bfloat16 worst 1.1e-2 at a layer, 8.9e-3 at the logits; float16
-# 1.3e-3 and 1.0e-3; float64 4.3e-15, so 1e-10 is the strict check of every formula. bfloat16's logits bound is the
+# 1.3e-3 and 1.1e-3; float64 5.3e-15, so 1e-10 is the strict check of every formula. bfloat16's logits bound is the
 # issue's bar (1e-2, HF's); the others keep ~2x headroom over the worst measured.
 DTYPE_TOLERANCES = {"float32": (TOLERANCE, TOLERANCE), "float64": (1e-10, 1e-10),
                     "bfloat16": (2e-2, 1e-2), "float16": (3e-3, 2.5e-3)}
