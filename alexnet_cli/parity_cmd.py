@@ -146,16 +146,20 @@ def converted_weights(variant, overrides, frameworks, seed=0):
 
 
 def _summary_rows(results):
-    """A row per run: each engine against the reference, then the worst of its engine pairs (every pair is in
-    --layers, the JSON and the chart: with six engines, fifteen pair columns would not fit a terminal)."""
+    """A row per run: each engine against the reference, then the worst of its engine pairs where there are pairs
+    (every pair is in --layers, the JSON and the chart: with six engines, fifteen pair columns would not fit a
+    terminal)."""
     order = list(engines())
     who = sorted({w for r in results for w in r.vs_reference}, key=order.index)
-    rows = [["variant", "device", *[f"{w} vs ref" for w in who], "worst pair", "", "worst layer"]]
+    paired = any(r.pairs for r in results)
+    rows = [["variant", "device", *[f"{w} vs ref" for w in who], *(["worst pair", ""] if paired else []),
+             "worst layer"]]
     for r in results:
         cells = [f"{max(r.vs_reference[w].values()):.1e}" if w in r.vs_reference else "-" for w in who]
-        pair = max(r.pairs, key=lambda p: max(r.pairs[p].values()), default=None)
-        worst_pair = [f"{max(r.pairs[pair].values()):.1e}", pair] if pair else ["-", ""]
-        rows.append([r.id, r.device, *cells, *worst_pair, r.worst()[1]])
+        if paired:
+            pair = max(r.pairs, key=lambda p: max(r.pairs[p].values()), default=None)
+            cells += [f"{max(r.pairs[pair].values()):.1e}", pair] if pair else ["-", ""]
+        rows.append([r.id, r.device, *cells, r.worst()[1]])
     return rows
 
 

@@ -8,6 +8,10 @@ and warmed once, not per call.
 
 Requests and replies are pickled over the worker's stdin and stdout: both ends are this project's own code in
 processes this one started, so nothing untrusted is unpickled. The worker's own prints go to stderr.
+
+A worker's memory grows with every model it builds and compiles (framework caches: ~0.15 GiB a config measured in
+the parity sweep's workers), so one whose resident memory passes RSS_LIMIT after a call is closed; the next call
+starts a fresh one. ALEXNET_WORKER_RSS_GIB sets the limit (in GiB).
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import struct
 import subprocess
 import sys
 from typing import Any, BinaryIO
+
+RSS_LIMIT = int(float(os.environ.get("ALEXNET_WORKER_RSS_GIB", "2.5")) * 2**30)
 
 # exceptions that cross the process boundary as themselves (by name); any other arrives as a RuntimeError
 _REBUILT = {e.__name__: e for e in (ValueError, TypeError, RuntimeError, KeyError, AssertionError,
@@ -58,6 +64,8 @@ class Worker:
             code = self.proc.wait()
             raise RuntimeError(f"the worker process of engine {engine} ({_describe(self.env)}) died "
                                f"(exit status {code}) during {method}") from None
+        if self.rss() > RSS_LIMIT:
+            self.close()
         if status == "ok":
             return value
         kind, message = value
@@ -65,6 +73,15 @@ class Worker:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def rss(self) -> int:
+        """Its resident memory in bytes (Linux's /proc; 0 where that cannot be read)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as status:
+                kb = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+            return int(kb) * 1024
+        except (OSError, StopIteration, ValueError):
+            return 0
 
     def close(self) -> None:
         if self.alive():

@@ -1,0 +1,21 @@
+"""Shared by tests/ and parity_tests/.
+
+- Tests call `alexnet`'s main() in their own process. The command keeps every freed large buffer for reuse
+  (alexnet_cli/_malloc.py), which in a test worker would hold the peak of every test it ever ran (measured: CI's
+  two workers at ~11 GB each, killed by the kernel's OOM killer on a 24 GB machine); the test session runs with
+  the system's malloc policy instead.
+- The engine worker processes (common.workers) of a test module are closed when the module ends, so that the
+  two CI workers' Keras backends do not hold their memory for the whole run.
+"""
+import os
+
+import pytest
+
+os.environ.setdefault("ALEXNET_MALLOC", "system")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _close_engine_workers():
+    yield
+    from alexnet_parity.common import workers
+    workers.close_all()
