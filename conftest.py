@@ -5,13 +5,22 @@
   two workers at ~11 GB each, killed by the kernel's OOM killer on a 24 GB machine); the test session runs with
   the system's malloc policy instead.
 - The engine worker processes (common.workers) of a test module are closed when the module ends, so that the
-  two CI workers' Keras backends do not hold their memory for the whole run.
+  two CI workers' Keras backends do not hold their memory for the whole run; after each test, freed memory goes
+  back to the system (common.workers.release_memory), and after each module the frameworks' compile caches.
 """
 import os
+import sys
 
 import pytest
 
 os.environ.setdefault("ALEXNET_MALLOC", "system")
+
+
+@pytest.fixture(autouse=True)
+def _release_memory():
+    yield
+    from alexnet_parity.common.workers import release_memory
+    release_memory()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -19,3 +28,5 @@ def _close_engine_workers():
     yield
     from alexnet_parity.common import workers
     workers.close_all()
+    if "jax" in sys.modules:
+        sys.modules["jax"].clear_caches()

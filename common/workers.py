@@ -118,6 +118,18 @@ def run(env: dict[str, str], function: str, *args, **kwargs):
     return worker(env).call("", function, *args, **kwargs)
 
 
+def release_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the system (glibc's malloc_trim): frameworks free
+    a model's buffers but glibc keeps the pages, so a long-lived process holds the peak of everything it ran."""
+    import ctypes
+    import gc
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 @atexit.register
 def close_all() -> None:
     for w in _workers.values():
@@ -147,6 +159,7 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001 -- every failure goes back to the caller, who raises it
             reply = ("error", (type(err).__name__, str(err) or type(err).__name__))
         _send(replies, reply)
+        release_memory()
 
 
 if __name__ == "__main__":
