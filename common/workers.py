@@ -75,13 +75,7 @@ class Worker:
         return self.proc.poll() is None
 
     def rss(self) -> int:
-        """Its resident memory in bytes (Linux's /proc; 0 where that cannot be read)."""
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as status:
-                kb = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
-            return int(kb) * 1024
-        except (OSError, StopIteration, ValueError):
-            return 0
+        return _rss(self.proc.pid)
 
     def close(self) -> None:
         if self.alive():
@@ -118,11 +112,24 @@ def run(env: dict[str, str], function: str, *args, **kwargs):
     return worker(env).call("", function, *args, **kwargs)
 
 
-def release_memory() -> None:
-    """Collect garbage and hand the C heap's free pages back to the system (glibc's malloc_trim): frameworks free
-    a model's buffers but glibc keeps the pages, so a long-lived process holds the peak of everything it ran."""
+def _rss(pid: int | str = "self") -> int:
+    """A process's resident memory in bytes (Linux's /proc; 0 where that cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            kb = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+        return int(kb) * 1024
+    except (OSError, StopIteration, ValueError):
+        return 0
+
+
+def release_memory(above: int = 2**31) -> None:
+    """Once this process holds more than `above` bytes: collect garbage and hand the C heap's free pages back to
+    the system (glibc's malloc_trim). Frameworks free a model's buffers but glibc keeps the pages, so a long-lived
+    process would hold the peak of everything it ran; below the bound the (costly) collection is skipped."""
     import ctypes
     import gc
+    if _rss() <= above:
+        return
     gc.collect()
     try:
         ctypes.CDLL(None).malloc_trim(0)
@@ -159,7 +166,7 @@ def main() -> None:
         except Exception as err:  # noqa: BLE001 -- every failure goes back to the caller, who raises it
             reply = ("error", (type(err).__name__, str(err) or type(err).__name__))
         _send(replies, reply)
-        release_memory()
+        release_memory(above=RSS_LIMIT // 2)
 
 
 if __name__ == "__main__":
