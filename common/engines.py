@@ -15,6 +15,7 @@ import importlib.util
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import wraps
 from types import ModuleType
 from typing import Any
 
@@ -32,6 +33,18 @@ class BenchPath:
     help: str
     color: str  # its bars in the bench plot
     modes: tuple[str, ...] = ("infer", "train")  # what it can time: --mode infer (forward), train (+ backward)
+
+
+def _where_it_runs(method):
+    """A numpy-in, numpy-out Engine method that runs in this process where it can, else in the engine's worker
+    process (common.workers), which calls the same method there."""
+    @wraps(method)
+    def dispatch(self, *args, **kwargs):
+        if self.runs_here():
+            return method(self, *args, **kwargs)
+        from . import workers
+        return workers.call(self, method.__name__, *args, **kwargs)
+    return dispatch
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,18 +103,13 @@ class Engine:
             os.environ.update(self.env)
         return _resolve(self.package)
 
-    def _elsewhere(self, method: str, *args, **kwargs):
-        from . import workers
-        return workers.call(self, method, *args, **kwargs)
-
     def build_model(self, spec, weights=None, **options):
         return self.impl().build_model(spec, weights, **options)
 
+    @_where_it_runs
     def built_weights(self, spec, weights=None, **options) -> dict:
         """export_weights(build_model(spec, weights, **options)), run where the engine runs (a worker process if
         need be): the weights its own init draws (weights=None, seed=...), or what it keeps of given ones."""
-        if not self.runs_here():
-            return self._elsewhere("built_weights", spec, weights, **options)
         return self.export_weights(self.build_model(spec, weights, **options))
 
     def export_weights(self, model) -> dict:
@@ -110,38 +118,36 @@ class Engine:
     def load_weights(self, model, weights: dict) -> None:
         self.impl().load_weights(model, weights)
 
+    @_where_it_runs
     def run_activations(self, spec, weights: dict, x_nchw, device: str = "cpu", dtype: str = "float32") -> dict:
         """Every named layer's output for a NCHW float32 batch, as numpy in the canonical (NCHW) layout, from a
         model of `dtype` (float64 activations as float64, the others as float32). An engine that takes only
         float32 is not passed the option."""
         if dtype not in self.dtypes:
             raise ValueError(f"dtype {dtype!r}: {self.name} builds {', '.join(self.dtypes)} on CPU")
-        if not self.runs_here():
-            return self._elsewhere("run_activations", spec, weights, x_nchw, device=device, dtype=dtype)
         options = {} if dtype == "float32" else {"dtype": dtype}
         return self.impl().run_activations(spec, weights, x_nchw, device=device, **options)
 
+    @_where_it_runs
     def run_gradients(self, spec, weights: dict, x_nchw, cotangent, device: str = "cpu",
                       dtype: str = "float32") -> dict:
         """{"gradients": dL/d input, every named layer's output and every weight; "activations": the forward},
         L = sum(cotangent * output), as numpy in the canonical layout."""
         if not self.autodiff:
             raise ValueError(f"{self.name} has no automatic differentiation")
-        if not self.runs_here():
-            return self._elsewhere("run_gradients", spec, weights, x_nchw, cotangent, device=device, dtype=dtype)
         return self.impl().run_gradients(spec, weights, x_nchw, cotangent, device=device, dtype=dtype)
 
+    @_where_it_runs
     def devices(self) -> list[str]:
-        return self.impl().devices() if self.runs_here() else self._elsewhere("devices")
+        return self.impl().devices()
 
+    @_where_it_runs
     def set_threads(self, n: int):
         """Run its CPU work on n threads, by the framework's own settings: call it in a fresh process before the
         engine first computes (most frameworks fix their pools then). Returns the count the framework reports
         (None where it reports none); a ValueError where the engine has no thread setting."""
         if self.threads is None:
             raise ValueError(f"engine {self.name} has no thread setting (its record's threads=)")
-        if not self.runs_here():
-            return self._elsewhere("set_threads", n)
         self.impl()  # claims the process's environment before the framework is imported
         return _resolve(self.threads)(n)
 
