@@ -35,16 +35,19 @@ class BenchPath:
     modes: tuple[str, ...] = ("infer", "train")  # what it can time: --mode infer (forward), train (+ backward)
 
 
-def _where_it_runs(method):
+def _where_it_runs(method=None, *, setting: bool = False):
     """A numpy-in, numpy-out Engine method that runs in this process where it can, else in the engine's worker
-    process (common.workers), which calls the same method there."""
-    @wraps(method)
-    def dispatch(self, *args, **kwargs):
-        if self.runs_here():
-            return method(self, *args, **kwargs)
-        from . import workers
-        return workers.call(self, method.__name__, *args, **kwargs)
-    return dispatch
+    process (common.workers), which calls the same method there. A `setting` (set_threads) configures that
+    process: a worker that replaces it (closed for its memory, or dead) gets the same call first."""
+    def decorate(method):
+        @wraps(method)
+        def dispatch(self, *args, **kwargs):
+            if self.runs_here():
+                return method(self, *args, **kwargs)
+            from . import workers
+            return (workers.configure if setting else workers.call)(self, method.__name__, *args, **kwargs)
+        return dispatch
+    return decorate(method) if method else decorate
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,7 +144,7 @@ class Engine:
     def devices(self) -> list[str]:
         return self.impl().devices()
 
-    @_where_it_runs
+    @_where_it_runs(setting=True)
     def set_threads(self, n: int):
         """Run its CPU work on n threads, by the framework's own settings: call it in a fresh process before the
         engine first computes (most frameworks fix their pools then). Returns the count the framework reports

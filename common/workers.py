@@ -4,7 +4,8 @@ Keras reads its backend once per process, at import: once this process's Keras r
 and keras-torch engines need a process of their own. `call(engine, method, ...)` runs one of the engine's
 numpy-in, numpy-out methods (run_activations, run_gradients, devices, set_threads) in a persistent worker
 started with the engine's environment; the worker lives until this process exits, so its framework is imported
-and warmed once, not per call.
+and warmed once, not per call. A call that configures the process (`configure`: set_threads) is made again, first,
+in every worker that replaces one.
 
 Requests and replies are pickled over the worker's stdin and stdout: both ends are this project's own code in
 processes this one started, so nothing untrusted is unpickled. The worker's own prints go to stderr.
@@ -91,19 +92,39 @@ def _describe(env: dict) -> str:
 
 
 _workers: dict[tuple, Worker] = {}
+# env key -> {(engine, method): (args, kwargs, what the first call returned)}: what a replacement worker is given
+_settings: dict[tuple, dict] = {}
+
+
+def _key(env: dict[str, str]) -> tuple:
+    return tuple(sorted(env.items()))
 
 
 def worker(env: dict[str, str]) -> Worker:
-    """The live worker of this environment, started on first use (and again if it died)."""
-    key = tuple(sorted(env.items()))
+    """The live worker of this environment, started on first use (and again if it died or was closed for its
+    memory: the new one is given this environment's settings first, and must report what the first one did)."""
+    key = _key(env)
     if key not in _workers or not _workers[key].alive():
-        _workers[key] = Worker(env)
+        fresh = _workers[key] = Worker(env)
+        for (engine, method), (args, kwargs, first) in _settings.get(key, {}).items():
+            again = fresh.call(engine, method, *args, **kwargs)
+            if again != first:
+                raise RuntimeError(f"a replacement worker of engine {engine} ({_describe(env)}) returned {again!r} "
+                                   f"from {method}, the first one {first!r}")
     return _workers[key]
 
 
 def call(engine, method: str, *args, **kwargs):
     """engine.<method>(*args, **kwargs), run in the worker of the engine's environment."""
     return worker(engine.env).call(engine.name, method, *args, **kwargs)
+
+
+def configure(engine, method: str, *args, **kwargs):
+    """call(), for a method that configures the worker's process (set_threads): kept, and made again in every
+    worker that replaces this one, until close_all()."""
+    value = call(engine, method, *args, **kwargs)
+    _settings.setdefault(_key(engine.env), {})[(engine.name, method)] = (args, kwargs, value)
+    return value
 
 
 def run(env: dict[str, str], function: str, *args, **kwargs):
@@ -139,9 +160,11 @@ def release_memory(above: int = 2**31) -> None:
 
 @atexit.register
 def close_all() -> None:
+    """Close every worker and forget their settings: the next call starts afresh."""
     for w in _workers.values():
         w.close()
     _workers.clear()
+    _settings.clear()
 
 
 def main() -> None:

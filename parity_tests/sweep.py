@@ -116,6 +116,16 @@ def probe(engine, n: int) -> dict:
     return {"probe": what, "busy": busy, "cpu_s": round(cpu, 2)}
 
 
+def probe_engine(name: str, n: int) -> dict:
+    """probe(), in the process that runs the engine: where this one cannot (keras-jax, keras-torch beside
+    TensorFlow's Keras), in the engine's own worker (common.workers), which set_threads configured."""
+    engine = get_engine(name)
+    if engine.runs_here():
+        return probe(engine, n)
+    from alexnet_parity.common import workers
+    return workers.run(engine.env, f"{__name__}:probe_engine", name, n)
+
+
 def worker(inp, out) -> None:
     """Reads the job ({"threads", "frameworks"}), sets the threads in every engine and probes them, then runs
     each config line it reads; one JSON line per event to `out`."""
@@ -124,7 +134,7 @@ def worker(inp, out) -> None:
     names = tuple(dict.fromkeys((*frameworks, reference().name)))
     try:
         reported = {name: get_engine(name).set_threads(n) for name in names}
-        engines = {name: {"reported": reported[name], **probe(get_engine(name), n)} for name in names}
+        engines = {name: {"reported": reported[name], **probe_engine(name, n)} for name in names}
     except Exception as err:
         _emit(out, {"event": "fatal", "error": f"setting {n} threads: {type(err).__name__}: {err}"})
         return
