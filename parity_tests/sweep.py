@@ -123,7 +123,7 @@ def probe_engine(name: str, n: int) -> dict:
     if engine.runs_here():
         return probe(engine, n)
     from alexnet_parity.common import workers
-    return workers.run(engine.env, f"{__name__}:probe_engine", name, n)
+    return workers.run(engine.env, "alexnet_parity.parity_tests.sweep:probe_engine", name, n)  # not __name__: the worker runs as __main__
 
 
 def worker(inp, out) -> None:
