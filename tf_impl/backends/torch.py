@@ -12,12 +12,15 @@ def devices() -> list[str]:
 
 @contextlib.contextmanager
 def device_scope(device: str):
-    """Keras's torch backend puts every tensor on its default device (the GPU when torch sees one)."""
+    """Keras's torch backend puts every tensor on its default device, the GPU when torch sees one: "cpu" is
+    named (keras.device) as "gpu" is, so that a CPU run stays on the CPU on a machine with a GPU."""
+    import keras
     if device == "gpu" and "gpu" not in devices():
         raise RuntimeError("torch sees no GPU")
     if device == "gpu":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
+    with keras.device("cuda:0" if device == "gpu" else "cpu"):
+        yield
 
 
 def check_dtype(dtype: str) -> None:
