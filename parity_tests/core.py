@@ -33,6 +33,16 @@ def configs() -> tuple[tuple[str, dict], ...]:
 CONFIGS: tuple[tuple[str, dict], ...] = configs()
 
 
+def twin_of(name: str) -> str | None:
+    """The engine listed before `name` whose package (its model code) `name` runs on another backend, or None:
+    keras-jax's and keras-torch's twin is keras. The suite's forward parity measures twins on every config in
+    CI; the gradient and broken-port checks measure them on the paper net in CI (their own code is the backend's
+    ops, which that net takes all of: groups, LRN, asymmetric pads, round-up pooling) and on the rest with -m slow."""
+    listed = list(compared().values())
+    engine = compared()[name]
+    return next((e.name for e in listed[:listed.index(engine)] if e.package == engine.package), None)
+
+
 def config_id(variant: str, overrides: dict) -> str:
     """'caffe', 'caffe@256', 'single-column/10cls', 'torchvision/notop'."""
     label = variant

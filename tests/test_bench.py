@@ -163,7 +163,8 @@ def test_onnxruntime_run_times_the_specs_export(tmp_path):
     assert conv["bit_exact"] and conv["convert_label"] == "weights_convert canonical -> onnx"
 
 
-@pytest.mark.parametrize("mode", ["infer", "train"])
+# train: -m slow (~35 s); CI times inference, and tests/test_keras_backends.py proves a training step on each backend
+@pytest.mark.parametrize("mode", ["infer", pytest.param("train", marks=pytest.mark.slow)])
 def test_keras_runs_on_jax_and_torch(tmp_path, mode):
     """tf_impl's one Keras model timed on Keras's JAX backend (jax.jit of the stateless call) and its torch
     backend (eager), each in a worker whose KERAS_BACKEND the engine names: an img/s row for each, the LRN pair

@@ -212,6 +212,7 @@ def test_data_parallel_is_one_device(framework, tmp_path):
     check(framework, launch(framework, tmp_path))
 
 
+@pytest.mark.slow  # ~35 s a framework: CI proves the one-host data-parallel step above; -m slow runs this one
 @pytest.mark.parametrize("framework", ["tf", "jax"])
 def test_several_hosts_is_one_device(framework, tmp_path):
     """TF MultiWorkerMirroredStrategy from TF_CONFIG, JAX processes joined by jax.distributed.initialize:
