@@ -84,6 +84,18 @@ def test_a_name_registers_once(toy):
         registry.get_engine("mxnet")
 
 
+def test_a_twin_is_an_engine_that_runs_an_earlier_ones_package(toy):
+    from alexnet_parity.parity_tests.core import twin_of
+    twins = {name: twin_of(name) for name in registry.compared()}
+    assert twins == {name: "keras" if name in ("keras-jax", "keras-torch") else None for name in twins}
+    twin = Engine(name="toy-twin", package=TOY.package)
+    registry.register(twin)
+    try:
+        assert twin_of("toy-twin") == "toy" and twin_of("toy") is None
+    finally:
+        registry.unregister(twin.name)
+
+
 def test_toy_appears_in_the_parity_harness(toy):
     from alexnet_parity.parity_tests import test_parity
     from alexnet_parity.parity_tests.core import failures, run_parity
