@@ -4,6 +4,7 @@
   (alexnet_cli/_malloc.py), which in a test worker would hold the peak of every test it ever ran (measured: CI's
   two workers at ~11 GB each, killed by the kernel's OOM killer on a 24 GB machine); the test session runs with
   the system's malloc policy instead.
+- Keras runs TensorFlow in the test processes (KERAS_BACKEND below): keras-jax and keras-torch in their workers.
 - The engine worker processes (common.workers) of a test module are closed when the module ends, so that the
   two CI workers' Keras backends do not hold their memory for the whole run; after each test, freed memory goes
   back to the system once the process holds over 4 GiB (common.workers.release_memory), and after each module
@@ -15,6 +16,9 @@ import sys
 import pytest
 
 os.environ.setdefault("ALEXNET_MALLOC", "system")
+# The test processes' Keras runs TensorFlow, whatever test touches Keras first: the tests that build live Keras
+# models or patch Keras layers need it; keras-jax and keras-torch run in their workers (Engine.runs_here).
+os.environ["KERAS_BACKEND"] = "tensorflow"
 
 
 @pytest.fixture(autouse=True)

@@ -88,12 +88,17 @@ class Engine:
 
     def runs_here(self) -> bool:
         """Whether this process can run it. Keras reads KERAS_BACKEND once, at import: an engine that needs
-        another backend than the one this process's Keras already runs must run in a worker process
-        (common.workers), which its numpy-in, numpy-out methods do by themselves."""
+        another backend than the one this process's Keras runs must run in a worker process (common.workers),
+        which its numpy-in, numpy-out methods do by themselves. The process's backend is the one its Keras was
+        imported with, else the one KERAS_BACKEND names; a process that names none goes to the first Keras engine
+        that computes. (Without the second rule, whichever Keras engine a test touched first claimed the test
+        process, and the tests that patch live Keras layers failed in some orders of the suite.)"""
         backend = self.env.get("KERAS_BACKEND")
-        if backend is None or "keras" not in sys.modules:
+        if backend is None:
             return True
-        return sys.modules["keras"].backend.backend() == backend
+        if "keras" in sys.modules:
+            return sys.modules["keras"].backend.backend() == backend
+        return os.environ.get("KERAS_BACKEND", backend) == backend
 
     # --- code: imports the framework --------------------------------------------------------------------
     def impl(self) -> ModuleType:

@@ -250,9 +250,13 @@ class SweepReport:
 
 
 def worker_env(threads: int, frameworks: tuple[str, ...]) -> dict[str, str]:
+    """The first engine to name a variable sets it (KERAS_BACKEND: keras's TensorFlow; keras-jax and keras-torch
+    then run in workers of their own, started from the sweep worker with its thread environment)."""
     env = {**os.environ, **thread_env(threads)}
+    env.pop("KERAS_BACKEND", None)  # the sweep's own engines decide, not the shell's
     for name in frameworks:
-        env.update(get_engine(name).env)
+        for key, value in get_engine(name).env.items():
+            env.setdefault(key, value)
     return env
 
 

@@ -223,6 +223,8 @@ def keras_port(monkeypatch):
     """break_layer(name, (cls, call)): in the Keras model built for the next run, the layer `name` (of class cls)
     computes call(layer, x)."""
     pytest.importorskip("tensorflow")
+    from alexnet_parity.common.engines import get_engine
+    assert get_engine("keras").runs_here(), "this process's Keras runs another backend: the patch cannot reach keras"
 
     def break_layer(name, broken):
         cls, call = broken

@@ -96,6 +96,21 @@ def test_a_twin_is_an_engine_that_runs_an_earlier_ones_package(toy):
         registry.unregister(twin.name)
 
 
+def test_the_process_keras_backend_is_the_imported_one_else_the_one_named(monkeypatch):
+    """Before Keras is imported, KERAS_BACKEND decides which Keras engine runs here: a test touching keras-jax
+    first must not claim a process whose Keras is meant to run TensorFlow (the order-dependent failure of the
+    Keras broken-backward tests)."""
+    keras_tf, keras_jax = registry.get_engine("keras"), registry.get_engine("keras-jax")
+    monkeypatch.delitem(sys.modules, "keras", raising=False)
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    assert keras_tf.runs_here() and not keras_jax.runs_here()
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert keras_tf.runs_here() and keras_jax.runs_here()  # unclaimed: the first to compute claims it
+    monkeypatch.setitem(sys.modules, "keras", types.SimpleNamespace(backend=types.SimpleNamespace(backend=lambda: "jax")))
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")  # an imported Keras outranks the variable
+    assert keras_jax.runs_here() and not keras_tf.runs_here()
+
+
 def test_toy_appears_in_the_parity_harness(toy):
     from alexnet_parity.parity_tests import test_parity
     from alexnet_parity.parity_tests.core import failures, run_parity
