@@ -35,9 +35,9 @@ CONFIGS: tuple[tuple[str, dict], ...] = configs()
 
 def twin_of(name: str) -> str | None:
     """The engine listed before `name` whose package (its model code) `name` runs on another backend, or None:
-    keras-jax's and keras-torch's twin is keras. The suite's forward parity measures twins on every config in
-    CI; the gradient and broken-port checks measure them on the paper net in CI (their own code is the backend's
-    ops, which that net takes all of: groups, LRN, asymmetric pads, round-up pooling) and on the rest with -m slow."""
+    keras-jax's and keras-torch's twin is keras. The suite's forward parity measures twins on every variant at
+    its own size in CI, the gradient and broken-port checks on the paper net (their own code is the backend's
+    ops, which that net takes all of: groups, LRN, asymmetric pads, round-up pooling); the rest is -m slow."""
     listed = list(compared().values())
     engine = compared()[name]
     return next((e.name for e in listed[:listed.index(engine)] if e.package == engine.package), None)
