@@ -4,6 +4,7 @@ import pytest
 
 from alexnet_parity.common import VARIANTS, get_spec, init_weights, smallest_input_size
 from alexnet_parity.common.engines import compared
+from alexnet_parity.parity_tests.core import twin_of
 from alexnet_parity.parity_tests.init_check import init_problems, spec_init_problems
 
 
@@ -12,8 +13,16 @@ def init_spec(variant):
     return get_spec(variant, input_size=smallest_input_size(variant) + 16)
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("framework", list(compared()))
+def init_cases():
+    """Every engine x every variant; a twin (keras-jax, keras-torch: keras's initializers drawn by another
+    backend's RNG) on the paper net in CI and on the rest with -m slow."""
+    for framework in compared():
+        for variant in VARIANTS:
+            slow = twin_of(framework) is not None and variant != "paper"
+            yield pytest.param(framework, variant, id=f"{framework}-{variant}", marks=(pytest.mark.slow,) if slow else ())
+
+
+@pytest.mark.parametrize("framework,variant", list(init_cases()))
 def test_native_init_follows_the_rule(framework, variant):
     engine = compared()[framework]
     if not engine.available():

@@ -229,7 +229,8 @@ SMOKE = {  # each impl's `distributed` command line, on 2 devices, as docs/distr
 }
 
 
-@pytest.mark.parametrize("framework", list(SMOKE))
+# CI runs torch's command line; tf's and jax's run the same step that test_data_parallel_is_one_device checks in CI
+@pytest.mark.parametrize("framework", [f if f == "torch" else pytest.param(f, marks=pytest.mark.slow) for f in SMOKE])
 def test_command_line_smoke_run(framework, tmp_path):
     """`python -m <impl>.distributed`: a short synthetic run prints the global loss per step once (the chief
     only), splits the batch over 2 devices and saves loadable canonical weights."""

@@ -14,7 +14,8 @@ from alexnet_parity.common import (LRN, AdaptiveAvgPool, Conv, Dense, Dropout, F
 from alexnet_parity.common.dtypes import check_dtype, output_dtype
 
 from . import backends
-from .layers import AdaptiveAvgPool2D, GroupedConv2D, LocalResponseNorm, NegInfPadding2D, register
+from .layers import (AdaptiveAvgPool2D, Float32AccumulatingDense, GroupedConv2D, LocalResponseNorm, NegInfPadding2D,
+                     register)
 
 
 # --- init ---------------------------------------------------------------------------------------------
@@ -97,7 +98,7 @@ def _graph(spec: Spec, seed: int | None, initialize: bool, dtype: str):
         elif isinstance(layer, Dropout):
             x = keras.layers.Dropout(layer.rate, name=name, **policy)(x)
         elif isinstance(layer, Dense):
-            x = keras.layers.Dense(layer.out_features, name=name, **inits(layer), **policy)(x)
+            x = Float32AccumulatingDense(layer.out_features, name=name, **inits(layer), **policy)(x)
         else:
             raise TypeError(f"tf_impl has no layer for kind {layer.kind!r}")
     return inputs, x
