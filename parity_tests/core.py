@@ -31,6 +31,9 @@ def configs() -> tuple[tuple[str, dict], ...]:
 
 
 CONFIGS: tuple[tuple[str, dict], ...] = configs()
+# the configs (by config_id) of each impl's own every-layer test in CI: the paper net and Caffe's ceil pooling;
+# the rest are -m slow there, since test_parity runs every config in every engine in CI
+IMPL_CONFIGS_IN_CI = ("paper", "caffe@256")
 
 
 def twin_of(name: str) -> str | None:

@@ -16,6 +16,7 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from alexnet_parity import jax_impl  # noqa: E402
+from alexnet_parity.parity_tests.core import IMPL_CONFIGS_IN_CI, config_id  # noqa: E402
 from alexnet_parity.common import (VARIANTS, activation_to_nchw, get_spec, init_weights, nchw_to_nhwc,  # noqa: E402
                                    reference_forward, smallest_input_size)
 
@@ -53,9 +54,8 @@ CASES = [(v, {}) for v in VARIANTS] + [
 ]
 
 
-# CI runs the paper net and caffe@256 (ceil pooling) here; test_parity runs every config in every engine in CI
 @pytest.mark.parametrize("variant,overrides", [
-    pytest.param(v, o, marks=() if (v, o) in (("paper", {}), ("caffe", {"input_size": 256})) else pytest.mark.slow)
+    pytest.param(v, o, marks=() if config_id(v, o) in IMPL_CONFIGS_IN_CI else pytest.mark.slow)
     for v, o in CASES], ids=[f"{v}-{o}" if o else v for v, o in CASES])
 def test_every_layer_matches_reference(variant, overrides):
     spec = get_spec(variant, **overrides)

@@ -19,6 +19,7 @@ from alexnet_parity import tf_impl  # noqa: E402
 from alexnet_parity.common import VARIANTS, get_spec, reference_forward, smallest_input_size  # noqa: E402
 from alexnet_parity.common.reference import adaptive_avg_pool, lrn, max_pool  # noqa: E402
 from alexnet_parity.common import LRN, AdaptiveAvgPool, MaxPool  # noqa: E402
+from alexnet_parity.parity_tests.core import IMPL_CONFIGS_IN_CI, config_id  # noqa: E402
 from alexnet_parity.tf_impl.layers import (AdaptiveAvgPool2D, Float32AccumulatingDense, GroupedConv2D,  # noqa: E402
                                           LocalResponseNorm, NegInfPadding2D)
 
@@ -72,9 +73,8 @@ PARITY_CASES = [(v, {}) for v in VARIANTS] + [
 ]
 
 
-# CI runs the paper net and caffe@256 (ceil pooling) here; test_parity runs every config in every engine in CI
 @pytest.mark.parametrize("variant,overrides", [
-    pytest.param(v, o, marks=() if (v, o) in (("paper", {}), ("caffe", {"input_size": 256})) else pytest.mark.slow)
+    pytest.param(v, o, marks=() if config_id(v, o) in IMPL_CONFIGS_IN_CI else pytest.mark.slow)
     for v, o in PARITY_CASES], ids=[
     f"{v}-{'-'.join(f'{k}={o}' for k, o in kw.items()) or 'default'}" for v, kw in PARITY_CASES])
 def test_every_layer_matches_reference(variant, overrides):
@@ -139,7 +139,6 @@ def test_adaptive_avg_pool_is_pytorch_exact(size):
     assert rel_err(got, ref.transpose(0, 2, 3, 1)) <= 1e-6
 
 
-
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_a_16_bit_dense_rounds_once(dtype):
     """fc7's shape: the product summed in float32 and rounded once to the dtype, as torch and XLA do. A kernel
@@ -161,6 +160,7 @@ def test_a_16_bit_dense_rounds_once(dtype):
     np.testing.assert_array_equal(wide(x.astype(np.float32)).numpy(), plain(x.astype(np.float32)).numpy())
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer), safe_mode=True)
     assert type(clone) is Float32AccumulatingDense and clone.get_config() == layer.get_config()
+
 
 def test_grouped_conv_and_lrn_gradients_match_plain_tensorflow():
     """GroupedConv2D's per-group gradient and LocalResponseNorm's (through XLA) against plain TF."""

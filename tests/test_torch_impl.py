@@ -12,7 +12,8 @@ import torch.nn.functional as F  # noqa: E402
 from alexnet_parity import torch_impl as ti  # noqa: E402
 from alexnet_parity.common import LRN, VARIANTS, get_spec, reference_forward, smallest_input_size  # noqa: E402
 from alexnet_parity.common.reference import lrn as reference_lrn  # noqa: E402
-from alexnet_parity.parity_tests.core import parity_input, parity_weights, rel_err  # noqa: E402
+from alexnet_parity.parity_tests.core import IMPL_CONFIGS_IN_CI, parity_input, parity_weights, rel_err  # noqa: E402
+from alexnet_parity.parity_tests.core import config_id as parity_config_id  # noqa: E402
 
 TOL = 1e-5
 
@@ -42,8 +43,7 @@ def config_id(config):
 
 # --- parity ------------------------------------------------------------------------------------------
 
-# CI runs the paper net and caffe@256 (ceil pooling) here; test_parity runs every config in every engine in CI
-@pytest.mark.parametrize("config", [pytest.param(c, marks=() if config_id(c) in ("paper", "caffe-input_size=256")
+@pytest.mark.parametrize("config", [pytest.param(c, marks=() if parity_config_id(*c) in IMPL_CONFIGS_IN_CI
                                                  else pytest.mark.slow) for c in CONFIGS], ids=config_id)
 def test_every_layer_matches_the_reference(config):
     variant, overrides = config
